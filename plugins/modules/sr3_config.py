@@ -1,0 +1,499 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) sr3.hpc_mirror contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: sr3_config
+short_description: Manage the run state of MetPX Sarracenia (sr3) configurations idempotently
+version_added: "0.1.0"
+description:
+  - Declares, starts, stops or restarts sr3 configurations (C(component/config))
+    of the user the module runs as, and only calls C(sr3) for configurations
+    whose state differs from the requested one.
+  - The expected number of instances of each configuration is read with the
+    venv's own sarracenia config loader (so C(default.conf), C(admin.conf),
+    includes and component defaults count), by running the C(python3) next to
+    O(sr3) once. If that fails the module falls back to reading C(instances N)
+    from the files and warns.
+  - Running instances are counted from the pid files in the configuration's
+    state directory (C(~/.cache/sr3/<component>/<config>/), with
+    C(statehost true) C(~/.cache/sr3/<host>/<component>/<config>/)); a pid only
+    counts when C(/proc/<pid>) exists and its command line names the
+    configuration, because pids get reused.
+  - Post and cpost configurations only run as daemons (one instance) when
+    they set C(sleep) > 0.1, as in C(sr3 start); otherwise they are expected
+    to have 0 instances and are never started. Poll always runs one instance.
+  - C(sr3 start) does not launch the missing instances of a partially running
+    configuration (it waits forever for their pid files), so partially running
+    configurations, and ones running more instances than configured, are
+    restarted instead.
+  - All configurations needing the same action are handled by one C(sr3) call.
+author:
+  - sr3.hpc_mirror contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+options:
+  sr3:
+    description:
+      - Path to the C(sr3) executable, usually C(<venv>/bin/sr3).
+      - The C(python3) in the same directory is used to read the configurations.
+    type: path
+    required: true
+  configs:
+    description:
+      - Configurations to manage, each as C(component/config) without the
+        C(.conf) suffix, for example C(shovel/mirror_copy).
+      - The configuration files must exist in C(~/.config/sr3/<component>/)
+        except with O(state=stopped), where a missing file is fine.
+    type: list
+    elements: str
+    required: true
+  state:
+    description:
+      - V(declared) declares exchanges and queues on the broker
+        (C(sr3 declare)) for configurations whose declare marker is missing or
+        out of date; the run state is left alone.
+      - V(started) makes every configuration run its expected number of
+        instances. Stopped configurations are started, partially running ones
+        restarted.
+      - V(stopped) stops configurations that have running instances.
+      - V(restarted) always restarts the configurations (always changed).
+    type: str
+    choices: [declared, started, stopped, restarted]
+    default: started
+  restart:
+    description:
+      - With O(state=started), restart the configurations that are already
+        running. Meant for handlers or C(when) conditions tied to a changed
+        configuration file.
+    type: bool
+    default: false
+  declare:
+    description:
+      - With O(state=started) or O(state=restarted), first declare the
+        configurations whose declare marker is missing or out of date, as
+        O(state=declared) does.
+      - The marker is the file C(hpc_mirror_declared) in the state directory
+        holding a sha256 of the configuration, its includes, C(admin.conf) and
+        C(default.conf). It is not a dotfile, so C(sr3 cleanup) (which removes
+        the queues) removes it too.
+    type: bool
+    default: true
+  timeout:
+    description:
+      - Seconds each C(sr3) command may take, and then seconds to wait for
+        the instances to come up or go down.
+    type: int
+    default: 60
+notes:
+  - Runs as the user owning the sr3 configurations; use C(become_user).
+  - C(sr3) exits 0 even when it fails, so the module checks the pid files
+    afterwards and fails, naming each configuration with its running and
+    expected instances and the tail of its log, when they do not match.
+  - Instances started with C(sr3 foreground) are counted as running but are
+    not stopped by C(sr3 stop), so O(state=stopped) times out on them.
+  - Disabled configurations (C(sr3 disable)) make the module fail when they
+    would have to be declared or started.
+  - With O(state=stopped), instances of a configuration whose file is gone are
+    sent SIGTERM directly, because sr3 refuses to act on unknown configurations.
+  - If an sr3 command hits O(timeout) (C(sr3 start) waits for ever for an
+    instance that dies before writing its pid file), only C(sr3) itself is
+    terminated; the instances it launched are left for inspection.
+requirements:
+  - MetPX Sarracenia 3.x (C(metpx-sr3)) installed in a venv on the target.
+seealso:
+  - name: Sarracenia command line guide
+    description: sr3 actions declare, start, stop, restart.
+    link: https://metpx.github.io/sarracenia/Reference/sr3.1.html
+'''
+
+EXAMPLES = r'''
+- name: Declare all flows before anything starts publishing
+  sr3.hpc_mirror.sr3_config:
+    sr3: /home/opsm/venv/bin/sr3
+    configs:
+      - winnow/m00
+      - winnow/m01
+      - sarra/m_copy
+    state: declared
+  become: true
+  become_user: opsm
+
+- name: Run the mirror flows, restarting them when their config changed
+  sr3.hpc_mirror.sr3_config:
+    sr3: /home/opsm/venv/bin/sr3
+    configs: "{{ sr3_flow_configs }}"
+    state: started
+    restart: "{{ sr3_conf_result is changed }}"
+  become: true
+  become_user: opsm
+
+- name: Stop a flow before removing its configuration
+  sr3.hpc_mirror.sr3_config:
+    sr3: /home/opsm/venv/bin/sr3
+    configs: [shovel/old_tally]
+    state: stopped
+    timeout: 120
+  become: true
+  become_user: opsm
+'''
+
+RETURN = r'''
+configs:
+  description: Per configuration (key C(component/config)) result.
+  returned: always
+  type: dict
+  sample:
+    shovel/m_tally:
+      component: shovel
+      expected: 2
+      running: 2
+      action: started
+      declared: true
+      state_dir: /home/opsm/.cache/sr3/shovel/m_tally
+  contains:
+    component:
+      description: The sr3 component.
+      type: str
+    expected:
+      description: Instances the configuration runs when started (0 for non-daemon post/cpost or a missing file).
+      type: int
+    running:
+      description: Running instances after the module ran (before, in check mode).
+      type: int
+    action:
+      description:
+        - What was done (or would be in check mode).
+        - V(declared) only when declaring was the sole action; see RV(configs.declared).
+      type: str
+      choices: [none, declared, started, restarted, stopped]
+    declared:
+      description: Whether C(sr3 declare) ran (or would run) for this configuration.
+      type: bool
+    state_dir:
+      description: The configuration's sr3 state directory (pid files, queue name, marker).
+      type: str
+commands:
+  description: The sr3 commands run, in order (empty in check mode).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    cmd:
+      description: The argument vector.
+      type: list
+      elements: str
+    rc:
+      description: Exit status (sr3 also exits 0 on most failures).
+      type: int
+    seconds:
+      description: Wall clock time the command took.
+      type: float
+    timed_out:
+      description: Whether the command hit O(timeout) and was terminated.
+      type: bool
+    output:
+      description: Combined stdout and stderr, at most the last 4000 characters.
+      type: str
+'''
+
+import os
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.sr3.hpc_mirror.plugins.module_utils.sr3_state import (
+    ACTION_DECLARED, ACTION_NONE, ACTION_RESTARTED, ACTION_STARTED,
+    ACTION_STOPPED, SARRACENIA_PROBE, config_path, decide_action,
+    default_hostdir, default_user_dirs, error_lines, fallback_info, home_dir,
+    files_digest, is_disabled, log_path, marker_is_current, parse_config_name,
+    parse_probe_output, run_command, run_state, running_instances, state_dir,
+    tail, terminate_pids, wait_stable, wanted_running, write_marker,
+)
+
+SETTLE_SECONDS = 1.0  # instances that die right after writing their pid file
+POLL_SECONDS = 0.5
+OUTPUT_CHARS = 4000
+
+
+class Sr3Runner(object):
+    """Runs sr3 (and the probe) and records what ran for the result."""
+
+    def __init__(self, sr3, timeout, cwd):
+        self.sr3 = sr3
+        self.timeout = timeout
+        self.cwd = cwd
+        self.commands = []
+
+    def run(self, argv, record=True):
+        started = time.time()
+        rc, output, timed_out = run_command(argv, self.timeout, cwd=self.cwd)
+        if record:
+            self.commands.append({
+                'cmd': argv, 'rc': rc, 'timed_out': timed_out,
+                'seconds': round(time.time() - started, 2),
+                'output': output[-OUTPUT_CHARS:],
+            })
+        return rc, output, timed_out
+
+    def sr3_action(self, action, names):
+        # only declare (and cleanup/remove) insist on the count for several configs;
+        # stop/restart would also kill foreground instances with it set
+        argv = [self.sr3]
+        if action == 'declare':
+            argv.append('--dangerWillRobinson=%d' % len(names))
+        return self.run(argv + [action] + list(names))
+
+
+def parse_names(module, names):
+    """Validated, de-duplicated [(name, component, config)]; fail listing all errors."""
+    refs, errors, seen = [], [], set()
+    for name in names:
+        try:
+            component, config = parse_config_name(name)
+        except ValueError as ex:
+            errors.append(str(ex))
+            continue
+        if name not in seen:
+            seen.add(name)
+            refs.append((name, component, config))
+    if errors:
+        module.fail_json(msg='malformed config names: ' + '; '.join(errors))
+    return refs
+
+
+def probe_configs(module, runner, names):
+    """Ask the venv's sarracenia about the configs; {} if that is impossible."""
+    python = os.path.join(os.path.dirname(runner.sr3), 'python3')
+    if not names:
+        return {}
+    if not os.access(python, os.X_OK):
+        module.warn('%s not found: expected instances read from the .conf files' % python)
+        return {}
+    rc, output, timed_out = runner.run([python, '-c', SARRACENIA_PROBE, module.jsonify(names)],
+                                       record=False)
+    result = parse_probe_output(output)
+    if result is None:
+        module.warn('reading configs with sarracenia failed (rc=%s%s), expected instances '
+                    'read from the .conf files: %s'
+                    % (rc, ', timed out' if timed_out else '', output[-1000:]))
+        return {}
+    return result
+
+
+def collect(module, runner, refs):
+    """Per config facts: paths, expected instances, statehost, files to hash."""
+    config_dir, cache_dir = default_user_dirs()
+    exists = dict((n, os.path.isfile(config_path(config_dir, c, f))) for n, c, f in refs)
+    missing = [n for n, c, f in refs if not exists[n]]
+    if missing and module.params['state'] != 'stopped':
+        module.fail_json(msg='sr3 config files not found in %s: %s' % (config_dir, ', '.join(missing)))
+
+    probe = probe_configs(module, runner, [n for n, c, f in refs if exists[n]])
+    cache_dir = probe.get('cache_dir', cache_dir)
+    probed = probe.get('configs', {})
+    infos = {}
+    for name, component, config in refs:
+        info = {'name': name, 'component': component, 'config': config, 'exists': exists[name]}
+        data = probed.get(name, {})
+        if not exists[name]:
+            data = {'expected': 0, 'statehost': False, 'files': []}
+        elif 'expected' not in data:
+            if probed:
+                module.warn('%s: sarracenia could not load it (%s), using the .conf file'
+                            % (name, data.get('error', 'no answer')))
+            data = fallback_info(config_dir, component, config)
+        hostdir = (data.get('hostdir') or default_hostdir()) if data['statehost'] else None
+        info.update(expected=data['expected'], files=data['files'], hostdir=hostdir,
+                    state_dir=state_dir(cache_dir, component, config, hostdir),
+                    cache_dir=cache_dir)
+        # a removed config may have run with or without statehost: look in both
+        info['pid_dirs'] = [info['state_dir']]
+        if not exists[name]:
+            info['pid_dirs'].append(state_dir(cache_dir, component, config, default_hostdir()))
+        infos[name] = info
+    return infos
+
+
+def live(info):
+    """{instance: pid} running now for one config."""
+    found = {}
+    for directory in info['pid_dirs']:
+        found.update(running_instances(directory, info['component'], info['config']))
+    return found
+
+
+def plan(module, infos):
+    """Decide declare set and run action per config (no side effects)."""
+    p = module.params
+    wants_declare = p['state'] == 'declared' or (
+        p['declare'] and p['state'] in ('started', 'restarted'))
+    for info in infos.values():
+        info['running_before'] = len(live(info))
+        info['digest'] = files_digest(info['files'])
+        info['marker_ok'] = info['exists'] and marker_is_current(info['state_dir'], info['digest'])
+        info['declare'] = wants_declare and info['exists'] and not info['marker_ok']
+        info['run_action'] = decide_action(p['state'], info['expected'],
+                                           info['running_before'], p['restart'])
+    blocked = sorted(n for n, i in infos.items()
+                     if (i['declare'] or i['run_action'] in (ACTION_STARTED, ACTION_RESTARTED))
+                     and is_disabled(i['cache_dir'], i['component'], i['config'], i['hostdir']))
+    if blocked:
+        module.fail_json(msg='sr3 configs are disabled (run "sr3 enable" first): ' + ', '.join(blocked))
+
+
+def declare(module, runner, infos):
+    todo = [i for i in infos.values() if i['declare']]
+    if not todo:
+        return
+    for info in todo:
+        # sr3 logs a spurious error writing subscriptions.json into a missing state dir
+        if not os.path.isdir(info['state_dir']):
+            os.makedirs(info['state_dir'])
+    rc, output, timed_out = runner.sr3_action('declare', [i['name'] for i in todo])
+    errors = error_lines(output)
+    if rc != 0 or timed_out or errors:
+        # no markers: the next run declares again rather than trusting a failure
+        module.warn('sr3 declare reported problems (rc=%s), declare markers not written:\n%s'
+                    % (rc, '\n'.join(errors[-20:]) or output[-1000:]))
+        return
+    for info in todo:
+        write_marker(info['state_dir'], info['digest'])
+
+
+def apply_actions(runner, infos):
+    """One sr3 call per action; removed configs are signalled directly."""
+    by_action = {}
+    for info in infos.values():
+        by_action.setdefault(info['run_action'], []).append(info)
+    for action, verb in ((ACTION_STOPPED, 'stop'), (ACTION_RESTARTED, 'restart'),
+                         (ACTION_STARTED, 'start')):
+        todo = by_action.get(action, [])
+        known = [i['name'] for i in todo if i['exists']]
+        if known:
+            runner.sr3_action(verb, known)
+        # sr3 refuses to act on configs without a file: stop those instances ourselves
+        for info in todo:
+            if not info['exists']:
+                terminate_pids(live(info).values())
+
+
+def wait_for_instances(infos, timeout, settle):
+    """Poll pid files until each config runs its wanted count; return success."""
+    targets = dict((n, wanted_running(i['run_action'], i['expected'], i['running_before']))
+                   for n, i in infos.items() if i['run_action'] != ACTION_NONE)
+
+    def reached():
+        for name in targets:
+            infos[name]['running'] = len(live(infos[name]))
+        return all(infos[n]['running'] == targets[n] for n in targets)
+
+    return wait_stable(reached, timeout, settle, POLL_SECONDS)
+
+
+def failure_message(infos, timeout, timed_out):
+    parts = ['"%s" was terminated after %ss; check "sr3 status" for leftovers'
+             % (' '.join(c['cmd'][1:]), timeout) for c in timed_out]
+    for name, info in sorted(infos.items()):
+        want = wanted_running(info['run_action'], info['expected'], info['running_before'])
+        if info['run_action'] == ACTION_NONE or info['running'] == want:
+            continue
+        part = '%s: running %d, expected %d' % (name, info['running'], want)
+        alive = live(info)
+        for instance in range(1, info['expected'] + 1):
+            if instance in alive:
+                continue
+            path = log_path(info['cache_dir'], info['component'], info['config'],
+                            instance, info['hostdir'])
+            part += '\n--- tail of %s:\n%s' % (path, tail(path) or '(no log)')
+            break  # one log is usually enough to see why
+        parts.append(part)
+    return 'sr3 configs did not reach the wanted state within %ss:\n%s' % (timeout, '\n'.join(parts))
+
+
+def final_action(info):
+    if info['run_action'] != ACTION_NONE:
+        return info['run_action']
+    return ACTION_DECLARED if info['declare'] else ACTION_NONE
+
+
+def snapshot(info, running, declared):
+    return {'running': running, 'expected': info['expected'],
+            'state': run_state(info['expected'], running), 'declared': declared}
+
+
+def build_result(module, infos, runner, check_mode):
+    configs, before, after = {}, {}, {}
+    for name, info in infos.items():
+        if check_mode:
+            running = wanted_running(info['run_action'], info['expected'], info['running_before'])
+        else:
+            running = info.get('running', info['running_before'])
+        configs[name] = {
+            'component': info['component'], 'expected': info['expected'],
+            'running': info['running_before'] if check_mode else running,
+            'action': final_action(info), 'declared': info['declare'],
+            'state_dir': info['state_dir'],
+        }
+        before[name] = snapshot(info, info['running_before'], info['marker_ok'])
+        after[name] = snapshot(info, running, info['marker_ok'] or info['declare'])
+    changed = any(c['action'] != ACTION_NONE for c in configs.values())
+    result = {'changed': changed, 'configs': configs, 'commands': runner.commands}
+    if module._diff:
+        result['diff'] = {'before': before, 'after': after}
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            sr3=dict(type='path', required=True),
+            configs=dict(type='list', elements='str', required=True),
+            state=dict(type='str', default='started',
+                       choices=['declared', 'started', 'stopped', 'restarted']),
+            restart=dict(type='bool', default=False),
+            declare=dict(type='bool', default=True),
+            timeout=dict(type='int', default=60),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    if not (os.path.isfile(p['sr3']) and os.access(p['sr3'], os.X_OK)):
+        module.fail_json(msg='sr3 executable not found or not executable: %s' % p['sr3'])
+    if p['timeout'] <= 0:
+        module.fail_json(msg='timeout must be a positive number of seconds')
+
+    refs = parse_names(module, p['configs'])
+    # sr3 chdirs back to where it started: that must be readable by this user
+    runner = Sr3Runner(p['sr3'], p['timeout'], cwd=home_dir())
+    infos = collect(module, runner, refs)
+    plan(module, infos)
+
+    if not module.check_mode:
+        declare(module, runner, infos)
+        apply_actions(runner, infos)
+        settle = SETTLE_SECONDS if any(
+            i['run_action'] in (ACTION_STARTED, ACTION_RESTARTED) for i in infos.values()) else 0
+        # sr3 already used up the budget waiting: just look once more
+        timed_out = [c for c in runner.commands if c['timed_out']]
+        if not wait_for_instances(infos, 0 if timed_out else p['timeout'], settle):
+            result = build_result(module, infos, runner, False)
+            module.fail_json(msg=failure_message(infos, p['timeout'], timed_out), **result)
+
+    module.exit_json(**build_result(module, infos, runner, module.check_mode))
+
+
+if __name__ == '__main__':
+    main()

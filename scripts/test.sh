@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, or one stage of it: lint | unit | molecule | build.
+# Needs root (molecule creates a user and starts RabbitMQ) and the venv's tools on PATH.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stages=${*:-lint unit build molecule}
+
+for stage in $stages; do
+  echo "=== $stage"
+  case $stage in
+    lint)
+      ansible-lint --profile production --offline ;;
+    unit)
+      python -m pytest -q tests/unit tests/integration ;;
+    build)
+      bash scripts/check_build.sh ;;
+    molecule)
+      molecule test -s local ;;
+    *)
+      echo "unknown stage: $stage" >&2; exit 2 ;;
+  esac
+done

@@ -1,0 +1,388 @@
+# -*- coding: utf-8 -*-
+# Copyright: sr3.hpc_mirror contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Run sr3.hpc_mirror.sr3_config for real: ansible -> su opsm -> sr3 -> RabbitMQ.
+
+Uses throwaway configs shovel/t_cfgmod (2 instances) and shovel/t_cfgmodbad
+(an instance that dies at start) of the local user ``opsm``; both are stopped
+and removed (config, state, queue, logs) afterwards.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+USER = 'opsm'
+CONFIG = 'shovel/t_cfgmod'
+BAD = 'shovel/t_cfgmodbad'
+OTHER = 'shovel/t_cfgmod2'
+ANSIBLE = os.path.join(os.path.dirname(sys.executable), 'ansible')
+
+# the shovel consumes and publishes on the same exchange so that one
+# `sr3 declare` creates the exchange before binding to it; nothing posts there
+CONF_TEXT = """\
+broker amqp://opsm@localhost/
+exchange xs_opsm_t_cfgmod
+topicPrefix v02.post
+subtopic #
+post_broker amqp://opsm@localhost/
+post_exchange xs_opsm_t_cfgmod
+instances 2
+"""
+
+
+def conf_text(exchange, instances):
+    return CONF_TEXT.replace('xs_opsm_t_cfgmod', exchange).replace('instances 2', 'instances %d' % instances)
+
+
+OTHER_TEXT = conf_text('xs_opsm_t_cfgmod2', 1)
+BAD_TEXT = conf_text('xs_opsm_t_cfgmodbad', 1) + 'flowcb no_such_plugin.Nope\n'
+
+
+def _user():
+    try:
+        return pwd.getpwnam(USER)
+    except KeyError:
+        return None
+
+
+def _broker_up():
+    try:
+        socket.create_connection(('localhost', 5672), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def _skip_reason():
+    pw = _user()
+    if pw is None:
+        return 'no local user %s' % USER
+    if os.geteuid() != 0 and os.geteuid() != pw.pw_uid:
+        return 'needs root (to su to %s) or to run as %s' % (USER, USER)
+    if not os.access(os.path.join(pw.pw_dir, 'venv', 'bin', 'sr3'), os.X_OK):
+        return 'no sr3 venv at ~%s/venv' % USER
+    if not os.access(ANSIBLE, os.X_OK):
+        return 'no ansible next to %s' % sys.executable
+    if not _broker_up():
+        return 'no RabbitMQ on localhost:5672'
+    return None
+
+
+pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
+
+PW = _user()
+HOME = PW.pw_dir if PW else '/nonexistent'
+SR3 = os.path.join(HOME, 'venv', 'bin', 'sr3')
+CONF_DIR = os.path.join(HOME, '.config', 'sr3')
+CACHE_DIR = os.path.join(HOME, '.cache', 'sr3')
+# the module runs as opsm, which can not read the controller venv's python
+TARGET_PYTHON = '/usr/bin/python3'
+if not os.path.exists(TARGET_PYTHON):
+    TARGET_PYTHON = os.path.join(HOME, 'venv', 'bin', 'python3')
+
+
+def as_user(argv, check=False):
+    if os.geteuid() == 0:
+        argv = ['runuser', '-u', USER, '--'] + argv
+    return subprocess.run(argv, cwd='/', check=check, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True)
+
+
+def sr3(*args):
+    return as_user([SR3] + list(args))
+
+
+def run_module(tmp_path, check=False, diff=False, **args):
+    """Run the module through ansible; return the task result dict."""
+    argv = [ANSIBLE, 'localhost', '-c', 'local', '-m', 'sr3.hpc_mirror.sr3_config',
+            '-a', json.dumps(dict({'sr3': SR3}, **args)),
+            '-e', 'ansible_python_interpreter=%s' % TARGET_PYTHON]
+    if os.geteuid() == 0:
+        argv += ['--become', '--become-user', USER, '--become-method', 'su']
+    if check:
+        argv.append('--check')
+    if diff:
+        argv.append('--diff')
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=ROOT, ANSIBLE_STDOUT_CALLBACK='json',
+               ANSIBLE_LOAD_CALLBACK_PLUGINS='1', ANSIBLE_LOCALHOST_WARNING='0',
+               ANSIBLE_INVENTORY_UNPARSED_WARNING='0', ANSIBLE_NOCOLOR='1')
+    env.pop('ANSIBLE_CONFIG', None)
+    # cwd away from the checkout so its ansible.cfg (inventory etc.) is not used
+    proc = subprocess.run(argv, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+    try:
+        out = json.loads(proc.stdout)
+        return out['plays'][0]['tasks'][0]['hosts']['localhost']
+    except (ValueError, KeyError, IndexError):
+        pytest.fail('ansible output not understood (rc=%s):\n%s\n%s' % (proc.returncode, proc.stdout, proc.stderr))
+
+
+def state_dir(name):
+    return os.path.join(CACHE_DIR, name)
+
+
+def live_pids(name):
+    """{instance: pid} of running instances, straight from pid files and /proc."""
+    found = {}
+    directory = state_dir(name)
+    for entry in os.listdir(directory) if os.path.isdir(directory) else []:
+        if not entry.endswith('.pid'):
+            continue
+        with open(os.path.join(directory, entry)) as handle:
+            text = handle.read().strip()
+        try:
+            with open('/proc/%s/cmdline' % text, 'rb') as handle:
+                cmdline = handle.read().split(b'\0')
+        except (IOError, OSError):
+            continue
+        if name.encode() in cmdline:
+            found[int(entry[-6:-4])] = int(text)
+    return found
+
+
+def wait_for(predicate, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.3)
+    return predicate()
+
+
+def write_config(name, text):
+    path = os.path.join(CONF_DIR, name + '.conf')
+    with open(path, 'w') as handle:
+        handle.write(text)
+    os.chown(path, PW.pw_uid, PW.pw_gid)
+    return path
+
+
+def remove_config(name):
+    """Stop, delete queue/exchange/state/config, then whatever sr3 leaves behind."""
+    component, config = name.split('/')
+    if os.path.exists(os.path.join(CONF_DIR, name + '.conf')):
+        sr3('stop', name)
+        sr3('--dangerWillRobinson=1', 'remove', name)
+    for pid in live_pids(name).values():  # only processes of our own test config
+        os.kill(pid, signal.SIGKILL)
+    prefix = '%s_%s_' % (component, config)
+    for sub in ('log', 'metrics'):
+        directory = os.path.join(CACHE_DIR, sub)
+        for entry in os.listdir(directory) if os.path.isdir(directory) else []:
+            if entry.startswith(prefix) and entry[len(prefix):len(prefix) + 2].isdigit():
+                os.unlink(os.path.join(directory, entry))
+    shutil.rmtree(state_dir(name), ignore_errors=True)
+    if os.path.exists(os.path.join(CONF_DIR, name + '.conf')):
+        os.unlink(os.path.join(CONF_DIR, name + '.conf'))
+
+
+# sr3 remove deletes queues but exchanges only with an admin broker; delete
+# ours with the user's own sr3 credentials (never printed)
+DELETE_EXCHANGES = """
+import os, sys
+import amqp
+import sarracenia.config
+from sarracenia.config.credentials import CredentialDB
+db = CredentialDB()
+db.read(os.path.join(sarracenia.config.get_user_config_dir(), 'credentials.conf'))
+url = db.get('amqp://opsm@localhost/')[1].url
+conn = amqp.Connection(host=url.hostname, userid=url.username, password=url.password, virtual_host='/')
+conn.connect()
+channel = conn.channel()
+for name in sys.argv[1:]:
+    channel.exchange_delete(name)  # no error when absent
+conn.close()
+"""
+EXCHANGES = ['xs_opsm_t_cfgmod', 'xs_opsm_t_cfgmod2', 'xs_opsm_t_cfgmodbad']
+
+
+@pytest.fixture(scope='module')
+def t_config():
+    remove_config(CONFIG)
+    write_config(CONFIG, CONF_TEXT)
+    try:
+        yield CONFIG
+    finally:
+        for name in (CONFIG, OTHER, BAD):
+            remove_config(name)
+        done = as_user([os.path.join(HOME, 'venv', 'bin', 'python3'), '-c', DELETE_EXCHANGES] + EXCHANGES)
+        assert done.returncode == 0, done.stdout
+    assert not os.path.exists(os.path.join(CONF_DIR, CONFIG + '.conf'))
+
+
+@pytest.fixture
+def stopped(t_config, tmp_path):
+    result = run_module(tmp_path, configs=[t_config], state='stopped')
+    assert not result.get('failed'), result
+    assert live_pids(t_config) == {}
+    return t_config
+
+
+def test_started_then_idempotent(stopped, tmp_path):
+    started_at = time.time()
+    result = run_module(tmp_path, configs=[stopped], state='started')
+    assert not result.get('failed'), result
+    assert result['changed'] is True
+    info = result['configs'][stopped]
+    assert (info['expected'], info['running'], info['action']) == (2, 2, 'started')
+    assert info['component'] == 'shovel'
+    assert [c['cmd'][1] for c in result['commands']][-1] == 'start'
+    assert sorted(live_pids(stopped)) == [1, 2]
+    print('first start took %.1fs' % (time.time() - started_at))
+
+    again = run_module(tmp_path, configs=[stopped], state='started')
+    assert again['changed'] is False, again
+    assert again['commands'] == []
+    assert again['configs'][stopped]['action'] == 'none'
+    assert again['configs'][stopped]['running'] == 2
+
+
+def test_killed_instance_is_brought_back(stopped, tmp_path):
+    assert run_module(tmp_path, configs=[stopped], state='started')['changed'] is True
+    pids = live_pids(stopped)
+    os.kill(pids[2], signal.SIGKILL)  # leaves a stale pid file behind
+    assert wait_for(lambda: sorted(live_pids(stopped)) == [1])
+
+    result = run_module(tmp_path, configs=[stopped], state='started')
+    assert not result.get('failed'), result
+    assert result['changed'] is True
+    assert result['configs'][stopped]['action'] == 'restarted'
+    assert result['configs'][stopped]['running'] == 2
+    assert sorted(live_pids(stopped)) == [1, 2]
+
+
+def test_check_mode_changes_nothing(stopped, tmp_path):
+    result = run_module(tmp_path, check=True, diff=True, configs=[stopped], state='started')
+    assert not result.get('failed'), result
+    assert result['changed'] is True
+    assert result['commands'] == []
+    assert result['configs'][stopped]['action'] == 'started'
+    assert result['configs'][stopped]['running'] == 0
+    assert result['diff']['before'][stopped]['running'] == 0
+    assert result['diff']['after'][stopped]['running'] == 2
+    time.sleep(1)
+    assert live_pids(stopped) == {}
+
+    # and nothing happens to a running config with restart in check mode
+    run_module(tmp_path, configs=[stopped], state='started')
+    before = live_pids(stopped)
+    result = run_module(tmp_path, check=True, configs=[stopped], state='started', restart=True)
+    assert result['changed'] is True and result['commands'] == []
+    assert result['configs'][stopped]['action'] == 'restarted'
+    assert live_pids(stopped) == before
+
+
+def test_stopped(t_config, tmp_path):
+    run_module(tmp_path, configs=[t_config], state='started')
+    assert len(live_pids(t_config)) == 2
+    result = run_module(tmp_path, configs=[t_config], state='stopped')
+    assert not result.get('failed'), result
+    assert result['changed'] is True
+    assert result['configs'][t_config]['action'] == 'stopped'
+    assert result['configs'][t_config]['running'] == 0
+    assert [c['cmd'][1:] for c in result['commands']] == [['stop', t_config]]
+    assert live_pids(t_config) == {}
+
+    again = run_module(tmp_path, configs=[t_config], state='stopped')
+    assert again['changed'] is False and again['commands'] == []
+
+
+def test_restart_and_restarted(t_config, tmp_path):
+    run_module(tmp_path, configs=[t_config], state='started')
+    before = live_pids(t_config)
+    result = run_module(tmp_path, configs=[t_config], state='started', restart=True)
+    assert result['changed'] is True
+    assert result['configs'][t_config]['action'] == 'restarted'
+    after = live_pids(t_config)
+    assert sorted(after) == [1, 2] and set(after.values()).isdisjoint(before.values())
+
+    result = run_module(tmp_path, configs=[t_config], state='restarted')
+    assert result['changed'] is True
+    assert result['configs'][t_config]['running'] == 2
+    assert set(live_pids(t_config).values()).isdisjoint(after.values())
+
+
+def test_declared_once_then_again_after_edit(stopped, tmp_path):
+    marker = os.path.join(state_dir(stopped), 'hpc_mirror_declared')
+    if os.path.exists(marker):
+        os.unlink(marker)
+    result = run_module(tmp_path, configs=[stopped], state='declared')
+    assert not result.get('failed'), result
+    assert result['changed'] is True
+    assert result['configs'][stopped]['action'] == 'declared'
+    assert result['commands'][0]['cmd'][1:] == ['--dangerWillRobinson=1', 'declare', stopped]
+    assert os.path.exists(marker)
+    assert live_pids(stopped) == {}  # declare does not start anything
+
+    again = run_module(tmp_path, configs=[stopped], state='declared')
+    assert again['changed'] is False and again['commands'] == []
+
+    write_config(stopped, CONF_TEXT + '# edited\n')
+    try:
+        edited = run_module(tmp_path, configs=[stopped], state='declared')
+        assert edited['changed'] is True
+    finally:
+        write_config(stopped, CONF_TEXT)
+    # marker matches the edited file, so the restored one is stale again
+    assert run_module(tmp_path, configs=[stopped], state='declared')['changed'] is True
+
+
+def test_several_configs_one_sr3_call(stopped, tmp_path):
+    """Configs needing the same action share one sr3 call."""
+    write_config(OTHER, OTHER_TEXT)
+    try:
+        result = run_module(tmp_path, configs=[stopped, OTHER], state='started', declare=False)
+        assert not result.get('failed'), result
+        assert [c['cmd'] for c in result['commands']] == [[SR3, 'start', stopped, OTHER]]
+        assert result['configs'][OTHER]['running'] == 1
+        assert result['configs'][stopped]['running'] == 2
+        stop = run_module(tmp_path, configs=[stopped, OTHER], state='stopped')
+        assert [c['cmd'][1:] for c in stop['commands']] == [['stop', stopped, OTHER]]
+        assert live_pids(stopped) == {} and live_pids(OTHER) == {}
+    finally:
+        remove_config(OTHER)
+
+
+def test_start_failure_names_config_and_log(t_config, tmp_path):
+    write_config(BAD, BAD_TEXT)
+    try:
+        result = run_module(tmp_path, configs=[BAD], state='started', declare=False, timeout=3)
+        assert result.get('failed') is True, result
+        assert '%s: running 0, expected 1' % BAD in result['msg']
+        assert 'shovel_t_cfgmodbad_01.log' in result['msg']
+        assert 'was terminated' in result['msg']  # sr3 start itself waits for ever
+        assert 'no_such_plugin' in result['msg']
+    finally:
+        remove_config(BAD)
+
+
+@pytest.mark.parametrize('args,fragment', [
+    ({'configs': ['t_cfgmod']}, 'malformed config names'),
+    ({'configs': ['shovle/t_cfgmod']}, 'unknown component'),
+    ({'configs': ['shovel/t_cfgmod_does_not_exist']}, 'config files not found'),
+    ({'configs': ['shovel/t_cfgmod'], 'sr3': '/nonexistent/sr3'}, 'sr3 executable not found'),
+])
+def test_failures(t_config, tmp_path, args, fragment):
+    result = run_module(tmp_path, **args)
+    assert result.get('failed') is True
+    assert fragment in result['msg']
+
+
+def test_missing_config_is_fine_when_stopped(t_config, tmp_path):
+    result = run_module(tmp_path, configs=['shovel/t_cfgmod_does_not_exist'], state='stopped')
+    assert not result.get('failed'), result
+    assert result['changed'] is False
+    assert result['configs']['shovel/t_cfgmod_does_not_exist']['expected'] == 0
