@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -213,6 +214,10 @@ def test_running_instances_real_process(tmp_path):
     state = tmp_path / 'state'
     state.mkdir()
     child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)', 'start', 'shovel/t'])
+    # right after exec /proc/<pid>/cmdline can still be empty for a moment
+    deadline = time.time() + 5
+    while not s.read_cmdline(child.pid) and time.time() < deadline:
+        time.sleep(0.01)
     try:
         write(state / 'shovel_t_01.pid', str(child.pid))
         write(state / 'shovel_t_02.pid', str(os.getpid()))  # alive but not ours

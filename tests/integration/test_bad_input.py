@@ -1,0 +1,80 @@
+"""Bad deployment settings fail before any change, naming the variable.
+
+Runs the real deploy playbook against a throwaway inventory of this machine;
+every case must stop in the first play (the settings check), so nothing is
+installed, written or started.
+"""
+import os
+import subprocess
+
+import pytest
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PASSWORD = "s3cret:Pass/word@x"
+
+GOOD = {
+    "hpc_mirror_broker_host": "localhost",
+    "hpc_mirror_broker_user": "opsm",
+    "hpc_mirror_broker_password": PASSWORD,
+    "hpc_mirror_primary_dir": "/var/tmp/hpc_mirror_badinput/primary",
+    "hpc_mirror_secondary_dir": "/var/tmp/hpc_mirror_badinput/secondary",
+}
+
+
+def run_deploy(tmp_path, overrides, remove=(), verbose=False):
+    settings = dict(GOOD, **overrides)
+    for name in remove:
+        settings.pop(name)
+    inventory = {
+        "all": {
+            "children": {group: {"hosts": {"localhost": None}}
+                         for group in ("mirror_broker", "mirror_primary", "mirror_secondary")},
+            "vars": dict(settings, ansible_connection="local",
+                         ansible_python_interpreter="{{ ansible_playbook_python }}"),
+        }
+    }
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    command = ["ansible-playbook", "-i", str(path), "deploy.yml"] + (["-vvv"] if verbose else [])
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                            env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+    return result.returncode, result.stdout + result.stderr
+
+
+CASES = [
+    ("missing password", {}, ["hpc_mirror_broker_password"], "hpc_mirror_broker_password"),
+    ("empty password", {"hpc_mirror_broker_password": ""}, [], "hpc_mirror_broker_password"),
+    ("same trees", {"hpc_mirror_secondary_dir": GOOD["hpc_mirror_primary_dir"]}, [], "hpc_mirror_secondary_dir"),
+    ("destination inside source", {"hpc_mirror_secondary_dir": GOOD["hpc_mirror_primary_dir"] + "/copy"}, [],
+     "hpc_mirror_primary_dir"),
+    ("source inside destination", {"hpc_mirror_primary_dir": GOOD["hpc_mirror_secondary_dir"] + "/src/"}, [],
+     "hpc_mirror_secondary_dir"),
+    ("relative primary", {"hpc_mirror_primary_dir": "fs/primary"}, [], "hpc_mirror_primary_dir must be an absolute"),
+    ("relative secondary", {"hpc_mirror_secondary_dir": "./secondary"}, [],
+     "hpc_mirror_secondary_dir must be an absolute"),
+    ("no winnow", {"hpc_mirror_winnows": 0}, [], "hpc_mirror_winnows must be at least 1"),
+    ("no copier", {"hpc_mirror_copy_instances": 0}, [], "hpc_mirror_copy_instances must be at least 1"),
+    ("negative hold", {"hpc_mirror_hold": -1}, [], "hpc_mirror_hold must be at least 0"),
+    ("unknown event source", {"hpc_mirror_event_source": "inotify"}, [], "hpc_mirror_event_source"),
+    ("unknown transport", {"hpc_mirror_transport": "rsync"}, [], "hpc_mirror_transport"),
+    ("winnows not a number", {"hpc_mirror_winnows": "five"}, [], "hpc_mirror_winnows"),
+]
+
+
+@pytest.mark.parametrize("overrides, remove, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_setting_fails_before_any_change(tmp_path, overrides, remove, expected):
+    rc, output = run_deploy(tmp_path, overrides, remove)
+    assert rc != 0, output[-2000:]
+    assert expected in output, output[-3000:]
+    # The first play is the only one that ran: nothing was installed or started.
+    assert "PLAY [Broker objects]" not in output
+    assert not os.path.exists("/var/tmp/hpc_mirror_badinput")
+
+
+def test_no_secret_in_verbose_failure(tmp_path):
+    rc, output = run_deploy(tmp_path, {"hpc_mirror_winnows": 0}, verbose=True)
+    assert rc != 0
+    assert "hpc_mirror_winnows must be at least 1" in output
+    assert PASSWORD not in output
+    assert "s3cret%3APass%2Fword%40x" not in output
