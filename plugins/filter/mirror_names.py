@@ -77,7 +77,7 @@ import re
 
 from ansible.errors import AnsibleFilterError
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
 def _check(label, value):

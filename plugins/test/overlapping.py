@@ -41,9 +41,17 @@ _value:
 import posixpath
 
 
+def _tree(path):
+    normal = posixpath.normpath(str(path))
+    # normpath keeps a leading '//' (POSIX leaves it implementation-defined); on Linux it is '/'.
+    if normal.startswith("//"):
+        normal = "/" + normal.lstrip("/")
+    return normal.rstrip("/") + "/"
+
+
 def overlapping(path, other):
-    first = posixpath.normpath(str(path)).rstrip("/") + "/"
-    second = posixpath.normpath(str(other)).rstrip("/") + "/"
+    first = _tree(path)
+    second = _tree(other)
     return first.startswith(second) or second.startswith(first)
 
 

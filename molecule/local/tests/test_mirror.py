@@ -7,7 +7,8 @@ import time
 
 import testinfra.utils.ansible_runner
 
-INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+# The directory: molecule links the scenario's hosts and group_vars there.
+INVENTORY = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
 testinfra_hosts = ["broker-local"]
 
 USER = "opsmtest"
@@ -148,7 +149,7 @@ def test_audit_playbook_fails_on_a_difference(host):
             ["ansible-playbook", "-i", INVENTORY, "sr3.hpc_mirror.audit"],
             capture_output=True, text=True, env=dict(os.environ))
         assert result.returncode != 0
-        assert "The mirror differs" in result.stdout
+        assert "The mirror differs" in result.stdout + result.stderr
     finally:
         host.run("runuser -u %s -- bash -c 'cp -p %s/work/new.txt %s/work/new.txt'", USER, PRIMARY, SECONDARY)
 

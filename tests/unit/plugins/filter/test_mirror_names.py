@@ -10,9 +10,16 @@ import re
 
 import pytest
 
+# Importing Ansible's controller code (ansible.errors, the filter plugins) sets a
+# process-wide flag that sends AnsibleModule.warn() to the controller display
+# instead of the module result; module tests later in the same session
+# (tests/unit/plugins/modules) would then miss their warnings.  Leave it as found.
+from ansible.module_utils import _internal as _module_utils_internal  # noqa: E402
+_IS_CONTROLLER = _module_utils_internal.is_controller
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.sr3.hpc_mirror.plugins.filter.mirror_names import FilterModule, mirror_names
+_module_utils_internal.is_controller = _IS_CONTROLLER
 
 
 def _all_names(names):
@@ -80,28 +87,45 @@ def test_winnows_accepts_numeric_string():
     assert mirror_names("opsm", "mirror", "p2s", "3") == mirror_names("opsm", "mirror", "p2s", 3)
 
 
-@pytest.mark.parametrize("winnows", [1, 3, 11])
-def test_winnow_exchanges_match_sr3_post_exchange_split(winnows, tmp_path, monkeypatch):
-    """The exchanges sr3 publishes to with post_exchangeSplit are the ones the winnows read."""
+def _sr3_published_exchanges(tmp_path, monkeypatch, lines):
+    """Exchanges the real sr3 publisher posts to for a posting config made of lines."""
     monkeypatch.setenv("HOME", str(tmp_path))  # no user default.conf/credentials.conf
     sarracenia_config = pytest.importorskip("sarracenia.config")
     from sarracenia.config.publisher import Publisher
 
-    names = mirror_names("opsm", "mirror", "p2s", winnows)
     options = sarracenia_config.default_config()
-    for number, line in enumerate([
-        "post_broker amqp://opsm:secret@localhost:5672/",
+    for number, line in enumerate(["post_broker amqp://opsm:secret@localhost:5672/"] + lines):
+        options.parse_line("watch", "p2s", "watch/p2s", number + 1, line)
+    return Publisher(options)["exchange"]
+
+
+@pytest.mark.parametrize("winnows", [2, 3, 11])
+def test_winnow_exchanges_match_sr3_post_exchange_split(winnows, tmp_path, monkeypatch):
+    """The exchanges sr3 publishes to with post_exchangeSplit are the ones the winnows read."""
+    names = mirror_names("opsm", "mirror", "p2s", winnows)
+    published = _sr3_published_exchanges(tmp_path, monkeypatch, [
         "post_exchange %s" % names["exchanges"]["post"],
         "post_exchangeSplit %d" % winnows,
-    ]):
-        options.parse_line("watch", "p2s", "watch/p2s", number + 1, line)
-    published = Publisher(options)["exchange"]
-    if winnows == 1:
-        # No split: sr3 posts to the base exchange itself, so a single winnow
-        # must be fed by post_exchangeSplit 1 (the template writes it, sr3 ignores it).
-        assert published == [names["exchanges"]["post"]]
-    else:
-        assert published == names["exchanges"]["winnow"]
+    ])
+    assert published == names["exchanges"]["winnow"]
+
+
+def test_single_winnow_is_not_a_split_for_sr3(tmp_path, monkeypatch):
+    """sr3 adds no suffix for post_exchangeSplit 1, so one winnow is posted to by name.
+
+    This is why post.conf.j2 writes post_exchange <winnow exchange 00> and no
+    post_exchangeSplit when there is a single winnow.
+    """
+    names = mirror_names("opsm", "mirror", "p2s", 1)
+    split_of_one = _sr3_published_exchanges(tmp_path, monkeypatch, [
+        "post_exchange %s" % names["exchanges"]["post"],
+        "post_exchangeSplit 1",
+    ])
+    assert split_of_one == [names["exchanges"]["post"]] != names["exchanges"]["winnow"]
+    direct = _sr3_published_exchanges(tmp_path, monkeypatch, [
+        "post_exchange %s" % names["exchanges"]["winnow"][0],
+    ])
+    assert direct == names["exchanges"]["winnow"]
 
 
 def test_queues_and_exchanges_owned_by_user():
