@@ -33,8 +33,8 @@ run install -d -o "$user" -m 0755 /var/tmp/hpc_mirror "$primary"
 
 say "3/5 deploying: RabbitMQ, sr3 for $user, the mirror flow (ansible-playbook deploy.yml)"
 run ansible-playbook -i "$inventory" deploy.yml
-hold=$(ansible -i "$inventory" hpc-local -m ansible.builtin.debug -a var=hpc_mirror_hold 2>/dev/null \
-  | sed -n 's/.*"hpc_mirror_hold": \([0-9]*\).*/\1/p')
+hold=$(ansible-inventory -i "$inventory" --host hpc-local \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin).get("hpc_mirror_hold", 30))')
 
 say "4/5 writing a sample tree into $primary and waiting for the copy (hold ${hold}s)"
 demo=$primary/demo-$(date +%Y%m%d-%H%M%S)
@@ -55,8 +55,8 @@ wait_json=$(python3 scripts/wait_mirrored.py "$demo" "${secondary}${demo#"$prima
 say "5/5 auditing the whole mirror (ansible-playbook audit.yml)"
 audit_rc=0
 ansible-playbook -i "$inventory" audit.yml >>"$log" 2>&1 || audit_rc=$?
-differences=$(sed -n 's/.*"differences: \([0-9]*\).*/\1/p' "$log" | tail -n 1)
-entries=$(sed -n 's/.*"entries: source \([0-9]*\).*/\1/p' "$log" | tail -n 1)
+differences=$(sed -n 's/.*differences: \([0-9][0-9]*\).*/\1/p' "$log" | tail -n 1)
+entries=$(sed -n 's/.*entries: source \([0-9][0-9]*\).*/\1/p' "$log" | tail -n 1)
 home=$(getent passwd "$user" | cut -d: -f6)
 tally=$(ls "$home"/.cache/sr3/metrics/shovel_mirror_primary_to_secondary_tally_01.json 2>/dev/null || true)
 
@@ -76,7 +76,7 @@ if tally:
     try:
         report = json.load(open(tally)).get("hpc_mirror_tally", {})
         totals = report.get("totals", {})
-        print("tally           %d files, %.1f MB copied; age when tallied mean %.1f s, max %.1f s"
+        print("tally           %d files, %.1f MB copied since deploy; age when tallied mean %.1f s, max %.1f s"
               % (totals.get("files", 0), totals.get("bytes", 0) / 1e6, report.get("age_mean", 0), report.get("age_max", 0)))
     except (OSError, ValueError):
         pass

@@ -101,7 +101,8 @@ def mirror_names(broker_user, flow, direction, winnows, event_source="watch"):
 
     name = "%s_%s" % (flow, direction)
     exchange = "xs_%s_%s" % (broker_user, name)
-    # sr3 appends a two-digit index to the post exchange when post_exchangeSplit is set.
+    # sr3 appends a two-digit index to the post exchange when post_exchangeSplit is 2 or more;
+    # with one winnow post.conf.j2 names winnow exchange 00 itself.
     winnow_exchanges = ["%s_winnow%02d" % (exchange, i) for i in range(winnows)]
     winnow_configs = ["winnow/%s_%02d" % (name, i) for i in range(winnows)]
     copy = "sarra/%s_copy" % name

@@ -23,14 +23,7 @@ import sys
 import pytest
 import yaml
 
-# Importing Ansible's controller code (ansible.errors, the filter plugins) sets a
-# process-wide flag that sends AnsibleModule.warn() to the controller display
-# instead of the module result; module tests later in the same session
-# (tests/unit/plugins/modules) would then miss their warnings.  Leave it as found.
-from ansible.module_utils import _internal as _module_utils_internal  # noqa: E402
-_IS_CONTROLLER = _module_utils_internal.is_controller
 from ansible_collections.sr3.hpc_mirror.plugins.filter.mirror_names import mirror_names
-_module_utils_internal.is_controller = _IS_CONTROLLER
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 MIRROR = os.path.join(ROOT, "roles", "mirror")

@@ -10,16 +10,9 @@ from urllib.parse import urlparse, unquote
 
 import pytest
 
-# Importing Ansible's controller code (ansible.errors, the filter plugins) sets a
-# process-wide flag that sends AnsibleModule.warn() to the controller display
-# instead of the module result; module tests later in the same session
-# (tests/unit/plugins/modules) would then miss their warnings.  Leave it as found.
-from ansible.module_utils import _internal as _module_utils_internal  # noqa: E402
-_IS_CONTROLLER = _module_utils_internal.is_controller
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.sr3.hpc_mirror.plugins.filter.broker_url import FilterModule, broker_url
-_module_utils_internal.is_controller = _IS_CONTROLLER
 
 
 def test_registered_as_filter():
