@@ -1,11 +1,18 @@
 # -*- coding: utf-8 -*-
 # Copyright: sr3.hpc_mirror contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Run sr3.hpc_mirror.sr3_config for real: ansible -> su opsm -> sr3 -> RabbitMQ.
+"""Run sr3.hpc_mirror.sr3_config for real: ansible -> su -> sr3 -> RabbitMQ.
+
+Self-contained: as root, the module fixture ``sr3_env`` creates a throwaway
+unix user ``sr3cfgtest`` with its own sr3 venv, a RabbitMQ vhost and broker
+user of the same name (random password in the user's credentials.conf), and
+starts RabbitMQ if it is not running. Teardown always removes all of it again
+(processes, user and home, vhost, broker user) and stops RabbitMQ if the
+fixture started it.
 
 Uses throwaway configs shovel/t_cfgmod (2 instances) and shovel/t_cfgmodbad
-(an instance that dies at start) of the local user ``opsm``; both are stopped
-and removed (config, state, queue, logs) afterwards.
+(an instance that dies at start); both are stopped and removed (config,
+state, queue, logs) afterwards.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -14,9 +21,9 @@ __metaclass__ = type
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,74 +31,220 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-USER = 'opsm'
+USER = 'sr3cfgtest'
+VHOST = 'sr3cfgtest'
+BROKER = 'amqp://%s@localhost/%s' % (USER, VHOST)
+# marks the unix user as ours, so a leftover of a killed run may be removed
+GECOS = 'sr3.hpc_mirror integration test, throwaway'
+SR3_PACKAGE = 'metpx-sr3[amqp]==3.3.1'
 CONFIG = 'shovel/t_cfgmod'
 BAD = 'shovel/t_cfgmodbad'
 OTHER = 'shovel/t_cfgmod2'
+
+
+def _which(name):
+    found = shutil.which(name)
+    if found is None:  # sbin is not always on a CI PATH
+        found = shutil.which(name, path='/usr/local/sbin:/usr/sbin:/sbin')
+    return found
+
+
 ANSIBLE = os.path.join(os.path.dirname(sys.executable), 'ansible')
+if not os.access(ANSIBLE, os.X_OK):
+    ANSIBLE = shutil.which('ansible')
+RUNUSER = _which('runuser')
+RABBITMQ_SERVER = _which('rabbitmq-server')
+RABBITMQCTL = _which('rabbitmqctl')
 
 # the shovel consumes and publishes on the same exchange so that one
 # `sr3 declare` creates the exchange before binding to it; nothing posts there
 CONF_TEXT = """\
-broker amqp://opsm@localhost/
-exchange xs_opsm_t_cfgmod
+broker {broker}
+exchange xs_{user}_t_cfgmod
 topicPrefix v02.post
 subtopic #
-post_broker amqp://opsm@localhost/
-post_exchange xs_opsm_t_cfgmod
+post_broker {broker}
+post_exchange xs_{user}_t_cfgmod
 instances 2
-"""
+""".format(broker=BROKER, user=USER)
 
 
 def conf_text(exchange, instances):
-    return CONF_TEXT.replace('xs_opsm_t_cfgmod', exchange).replace('instances 2', 'instances %d' % instances)
+    return CONF_TEXT.replace('xs_%s_t_cfgmod' % USER, exchange).replace('instances 2', 'instances %d' % instances)
 
 
-OTHER_TEXT = conf_text('xs_opsm_t_cfgmod2', 1)
-BAD_TEXT = conf_text('xs_opsm_t_cfgmodbad', 1) + 'flowcb no_such_plugin.Nope\n'
-
-
-def _user():
-    try:
-        return pwd.getpwnam(USER)
-    except KeyError:
-        return None
-
-
-def _broker_up():
-    try:
-        socket.create_connection(('localhost', 5672), timeout=2).close()
-        return True
-    except OSError:
-        return False
+OTHER_TEXT = conf_text('xs_%s_t_cfgmod2' % USER, 1)
+BAD_TEXT = conf_text('xs_%s_t_cfgmodbad' % USER, 1) + 'flowcb no_such_plugin.Nope\n'
 
 
 def _skip_reason():
-    pw = _user()
-    if pw is None:
-        return 'no local user %s' % USER
-    if os.geteuid() != 0 and os.geteuid() != pw.pw_uid:
-        return 'needs root (to su to %s) or to run as %s' % (USER, USER)
-    if not os.access(os.path.join(pw.pw_dir, 'venv', 'bin', 'sr3'), os.X_OK):
-        return 'no sr3 venv at ~%s/venv' % USER
-    if not os.access(ANSIBLE, os.X_OK):
-        return 'no ansible next to %s' % sys.executable
-    if not _broker_up():
-        return 'no RabbitMQ on localhost:5672'
+    if os.geteuid() != 0:
+        return 'needs root (creates the throwaway user %s and a RabbitMQ vhost)' % USER
+    for name, path in (('rabbitmq-server', RABBITMQ_SERVER), ('rabbitmqctl', RABBITMQCTL), ('runuser', RUNUSER)):
+        if path is None:
+            return '%s is not installed' % name
+    if ANSIBLE is None:
+        return 'no ansible next to %s nor on PATH' % sys.executable
     return None
 
 
 pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
 
-PW = _user()
-HOME = PW.pw_dir if PW else '/nonexistent'
-SR3 = os.path.join(HOME, 'venv', 'bin', 'sr3')
+HOME = os.path.join('/home', USER)
+VENV = os.path.join(HOME, 'venv')
+SR3 = os.path.join(VENV, 'bin', 'sr3')
 CONF_DIR = os.path.join(HOME, '.config', 'sr3')
 CACHE_DIR = os.path.join(HOME, '.cache', 'sr3')
-# the module runs as opsm, which can not read the controller venv's python
+# the module runs as the test user, which can not read the controller venv's python
 TARGET_PYTHON = '/usr/bin/python3'
-if not os.path.exists(TARGET_PYTHON):
-    TARGET_PYTHON = os.path.join(HOME, 'venv', 'bin', 'python3')
+
+
+def _run(argv, timeout=300, **kwargs):
+    return subprocess.run(argv, cwd='/', stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=timeout, **kwargs)
+
+
+def rabbitmqctl(*args, **kwargs):
+    return _run([RABBITMQCTL, '-q'] + list(args), **kwargs)
+
+
+def _must(proc, what):
+    if proc.returncode != 0:
+        raise RuntimeError('%s failed (rc=%s):\n%s' % (what, proc.returncode, proc.stdout))
+    return proc
+
+
+def _rabbit_up():
+    return rabbitmqctl('status', timeout=120).returncode == 0
+
+
+def _epmd_running():
+    return _run(['pgrep', '-x', 'epmd']).returncode == 0
+
+
+def _start_rabbit():
+    # -detached daemonizes; keep it off our pipes and out of our session
+    subprocess.run([RABBITMQ_SERVER, '-detached'], cwd='/', stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                   timeout=120, check=False)
+    deadline = time.time() + 300
+    while True:
+        waited = rabbitmqctl('await_startup', '--timeout', '60', timeout=120)
+        if waited.returncode == 0:
+            return
+        if time.time() > deadline:
+            raise RuntimeError('RabbitMQ did not start (rabbitmq-server -detached):\n%s' % waited.stdout)
+        time.sleep(1)
+
+
+def _user_exists():
+    try:
+        pwd.getpwnam(USER)
+        return True
+    except KeyError:
+        return False
+
+
+def _kill_user_processes():
+    for sig in ('TERM', 'KILL'):
+        _run(['pkill', '-%s' % sig, '-u', USER])
+        deadline = time.time() + 15
+        while _run(['pgrep', '-u', USER]).returncode == 0 and time.time() < deadline:
+            time.sleep(0.2)
+    left = _run(['pgrep', '-a', '-u', USER])
+    if left.returncode == 0:
+        raise RuntimeError('processes of %s survived SIGKILL:\n%s' % (USER, left.stdout))
+
+
+def _remove_everything():
+    """Remove the unix user, its home and processes, its vhost and broker user.
+
+    Every step runs even when an earlier one fails; the failures are raised
+    together at the end.
+    """
+    errors = []
+
+    def step(what, action):
+        try:
+            action()
+        except Exception as exc:  # pylint: disable=broad-except
+            errors.append('%s: %s' % (what, exc))
+
+    if _user_exists():
+        step('kill processes', _kill_user_processes)
+        step('userdel', lambda: _must(_run(['userdel', '-r', USER]), 'userdel -r %s' % USER))
+    if _rabbit_up():
+        vhosts = rabbitmqctl('list_vhosts', '--no-table-headers', 'name').stdout.split()
+        if VHOST in vhosts:
+            step('delete vhost', lambda: _must(rabbitmqctl('delete_vhost', VHOST), 'delete_vhost'))
+        users = [line.split('\t')[0] for line in
+                 rabbitmqctl('list_users', '--no-table-headers').stdout.splitlines()]
+        if USER in users:
+            step('delete broker user', lambda: _must(rabbitmqctl('delete_user', USER), 'delete_user'))
+    if errors:
+        raise RuntimeError('cleaning up %s failed:\n%s' % (USER, '\n'.join(errors)))
+
+
+def _create_everything(password):
+    _must(_run(['useradd', '-m', '-d', HOME, '-s', '/bin/bash', '-c', GECOS, USER]), 'useradd')
+    _must(as_user(['mkdir', '-p', os.path.join(CONF_DIR, 'shovel'), CACHE_DIR]), 'mkdir')
+    _must(as_user(['/usr/bin/python3', '-m', 'venv', VENV]), 'python3 -m venv')
+    _must(as_user([os.path.join(VENV, 'bin', 'pip'), 'install', '-q', SR3_PACKAGE], timeout=900),
+          'pip install %s' % SR3_PACKAGE)
+
+    _must(rabbitmqctl('add_vhost', VHOST), 'add_vhost')
+    _must(rabbitmqctl('add_user', USER, password), 'add_user')
+    _must(rabbitmqctl('set_permissions', '-p', VHOST, USER,
+                      '^q_%s.*|^xs_%s.*' % (USER, USER),
+                      '^q_%s.*|^xs_%s.*' % (USER, USER),
+                      '^q_%s.*|^x[lrs]_%s.*|^x.*public$' % (USER, USER)), 'set_permissions')
+
+    pw = pwd.getpwnam(USER)
+    path = os.path.join(CONF_DIR, 'credentials.conf')
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'w') as handle:
+        os.fchown(handle.fileno(), pw.pw_uid, pw.pw_gid)
+        handle.write('amqp://%s:%s@localhost/%s\n' % (USER, password, VHOST))
+
+
+@pytest.fixture(scope='module')
+def sr3_env():
+    """The throwaway user, its sr3 venv and broker account; always removed again."""
+    if _user_exists():
+        gecos = pwd.getpwnam(USER).pw_gecos
+        if gecos != GECOS:
+            pytest.fail('a user %s exists that this test did not create (comment %r); not touching it'
+                        % (USER, gecos))
+    elif os.path.lexists(HOME):
+        pytest.fail('%s exists but user %s does not; remove it by hand' % (HOME, USER))
+
+    started_rabbit = False
+    epmd_before = _epmd_running()
+    try:
+        if not _rabbit_up():
+            started_rabbit = True
+            _start_rabbit()
+        _remove_everything()  # leftovers of a killed earlier run
+        _create_everything(secrets.token_hex(16))
+        yield
+    finally:
+        errors = []
+        try:
+            _remove_everything()
+        except Exception as exc:  # pylint: disable=broad-except
+            errors.append(str(exc))
+        if started_rabbit:
+            stopped = rabbitmqctl('shutdown', timeout=300)
+            if stopped.returncode != 0:
+                errors.append('rabbitmqctl shutdown failed:\n%s' % stopped.stdout)
+            elif not epmd_before and _epmd_running():
+                _run(['epmd', '-kill'])  # rabbit started it; shutdown leaves it
+        if _user_exists():
+            errors.append('user %s still exists' % USER)
+        if os.path.lexists(HOME):
+            errors.append('%s still exists' % HOME)
+        if errors:
+            pytest.fail('teardown left things behind:\n%s' % '\n'.join(errors))
 
 
 def as_user(argv, check=False):

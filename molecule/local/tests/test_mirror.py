@@ -1,11 +1,12 @@
 """Verify the single-host mirror for real: files written into the primary tree by
 the ops user reach the secondary tree through RabbitMQ and the sr3 processes."""
 
+import json
 import os
 import subprocess
 import time
+from urllib.parse import quote
 
-import testinfra.utils.ansible_runner
 
 # The directory: molecule links the scenario's hosts and group_vars there.
 INVENTORY = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
@@ -39,7 +40,6 @@ print(json.dumps(out))
 '''
     result = host.run("python3 -c %s %s", script, root)
     assert result.rc == 0, result.stderr
-    import json
     return json.loads(result.stdout)
 
 
@@ -160,6 +160,5 @@ def test_no_secret_in_verbose_output(host):
         capture_output=True, text=True, env=dict(os.environ))
     assert result.returncode == 0, result.stdout[-3000:]
     output = result.stdout + result.stderr
-    from urllib.parse import quote
     assert PASSWORD not in output
     assert quote(PASSWORD, safe="") not in output

@@ -6,26 +6,20 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import functools
 import json
 import os
 import shutil
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
-
 from ansible_collections.sr3.hpc_mirror.plugins.module_utils.manifest import write_manifest
 from ansible_collections.sr3.hpc_mirror.plugins.modules import manifest_compare
 
 
 @pytest.fixture
-def run(capsys):
-    def run_module(**args):
-        with patch_module_args(args):
-            with pytest.raises(SystemExit):
-                manifest_compare.main()
-        return json.loads(capsys.readouterr().out)
-    return run_module
+def run(run_module):
+    return functools.partial(run_module, manifest_compare)
 
 
 @pytest.fixture

@@ -6,25 +6,18 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import json
+import functools
 import os
 
 import pytest
-
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.sr3.hpc_mirror.plugins.module_utils.manifest import ManifestReader
 from ansible_collections.sr3.hpc_mirror.plugins.modules import tree_manifest
 
 
 @pytest.fixture
-def run(capsys):
-    def run_module(**args):
-        with patch_module_args(args):
-            with pytest.raises(SystemExit):
-                tree_manifest.main()
-        return json.loads(capsys.readouterr().out)
-    return run_module
+def run(run_module):
+    return functools.partial(run_module, tree_manifest)
 
 
 @pytest.fixture
