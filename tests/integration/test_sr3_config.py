@@ -247,11 +247,8 @@ def sr3_env():
             pytest.fail('teardown left things behind:\n%s' % '\n'.join(errors))
 
 
-def as_user(argv, check=False):
-    if os.geteuid() == 0:
-        argv = ['runuser', '-u', USER, '--'] + argv
-    return subprocess.run(argv, cwd='/', check=check, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, universal_newlines=True)
+def as_user(argv, timeout=300):
+    return _run([RUNUSER, '-u', USER, '--'] + argv, timeout=timeout)
 
 
 def sr3(*args):
@@ -263,8 +260,7 @@ def run_module(tmp_path, check=False, diff=False, **args):
     argv = [ANSIBLE, 'localhost', '-c', 'local', '-m', 'sr3.hpc_mirror.sr3_config',
             '-a', json.dumps(dict({'sr3': SR3}, **args)),
             '-e', 'ansible_python_interpreter=%s' % TARGET_PYTHON]
-    if os.geteuid() == 0:
-        argv += ['--become', '--become-user', USER, '--become-method', 'su']
+    argv += ['--become', '--become-user', USER, '--become-method', 'su']
     if check:
         argv.append('--check')
     if diff:
@@ -319,7 +315,8 @@ def write_config(name, text):
     path = os.path.join(CONF_DIR, name + '.conf')
     with open(path, 'w') as handle:
         handle.write(text)
-    os.chown(path, PW.pw_uid, PW.pw_gid)
+    pw = pwd.getpwnam(USER)
+    os.chown(path, pw.pw_uid, pw.pw_gid)
     return path
 
 
@@ -342,28 +339,10 @@ def remove_config(name):
         os.unlink(os.path.join(CONF_DIR, name + '.conf'))
 
 
-# sr3 remove deletes queues but exchanges only with an admin broker; delete
-# ours with the user's own sr3 credentials (never printed)
-DELETE_EXCHANGES = """
-import os, sys
-import amqp
-import sarracenia.config
-from sarracenia.config.credentials import CredentialDB
-db = CredentialDB()
-db.read(os.path.join(sarracenia.config.get_user_config_dir(), 'credentials.conf'))
-url = db.get('amqp://opsm@localhost/')[1].url
-conn = amqp.Connection(host=url.hostname, userid=url.username, password=url.password, virtual_host='/')
-conn.connect()
-channel = conn.channel()
-for name in sys.argv[1:]:
-    channel.exchange_delete(name)  # no error when absent
-conn.close()
-"""
-EXCHANGES = ['xs_opsm_t_cfgmod', 'xs_opsm_t_cfgmod2', 'xs_opsm_t_cfgmodbad']
-
-
 @pytest.fixture(scope='module')
-def t_config():
+def t_config(sr3_env):
+    # sr3 remove deletes queues but exchanges only with an admin broker; the
+    # exchanges go with the vhost when sr3_env is torn down
     remove_config(CONFIG)
     write_config(CONFIG, CONF_TEXT)
     try:
@@ -371,8 +350,6 @@ def t_config():
     finally:
         for name in (CONFIG, OTHER, BAD):
             remove_config(name)
-        done = as_user([os.path.join(HOME, 'venv', 'bin', 'python3'), '-c', DELETE_EXCHANGES] + EXCHANGES)
-        assert done.returncode == 0, done.stdout
     assert not os.path.exists(os.path.join(CONF_DIR, CONFIG + '.conf'))
 
 
