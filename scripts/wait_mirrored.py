@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Wait until a destination tree equals a source tree; print what it took.
 
 usage: wait_mirrored.py SOURCE DESTINATION TIMEOUT_SECONDS

@@ -121,7 +121,8 @@ class Tally(FlowCB):
 
     def on_housekeeping(self):
         report = self.counts.report()
-        logger.info("tally: interval %(interval)s totals %(totals)s age mean %(age_mean).2fs max %(age_max).2fs" % report)
+        logger.info("tally: interval %s totals %s age mean %.2fs max %.2fs",
+                    report["interval"], report["totals"], report["age_mean"], report["age_max"])
         self._save()
         self.counts.reset_interval()
 

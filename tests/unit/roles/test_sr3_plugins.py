@@ -154,7 +154,7 @@ def test_counts_age_from_mtime():
 
 def test_counts_report_rates():
     counts = tally.Counts()
-    for _ in range(20):
+    for _attempt in range(20):
         counts.add(message(size=1000))
     counts.interval_start = time.time() - 10
     report = counts.report()
@@ -365,7 +365,7 @@ def test_copier_after_work_moves_messages(options, tmp_path):
     assert work.ok == [done]
     assert work.failed == [failing, failed_removal, busy_removal]
     assert work.rejected == [rejected, vanished]
-    assert [code for code, _ in vanished.reports] == [410]
+    assert [code for code, _reason in vanished.reports] == [410]
     for msg in (failing, failed_removal, busy_removal, rejected, done):
         assert msg.reports == []
 

@@ -168,7 +168,7 @@ def rendered(tmp_path_factory):
         [command, "-i", "localhost,", "-c", "local",
          "-e", "ansible_python_interpreter=%s" % sys.executable, str(playbook)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        universal_newlines=True, timeout=300)
+        universal_newlines=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout
     return out
 
@@ -188,7 +188,7 @@ def settings(path):
     """(keyword, value) pairs of an sr3 config, in order."""
     pairs = []
     for line in read_lines(path):
-        keyword, _, value = line.partition(" ")
+        keyword, _space, value = line.partition(" ")
         pairs.append((keyword, value.strip()))
     return pairs
 
