@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The whole test suite, or one stage of it: lint | unit | molecule | build.
+# The whole test suite, or one stage of it: lint | sanity | unit | build | molecule.
 # Needs root (molecule creates a user and starts RabbitMQ) and the venv's tools on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-stages=${*:-lint unit build molecule}
+stages=${*:-lint sanity unit build molecule}
 
 for stage in $stages; do
   echo "=== $stage"
   case $stage in
     lint)
       ansible-lint --profile production --offline ;;
+    sanity)
+      bash scripts/sanity.sh ;;
     unit)
       python -m pytest -q tests/unit tests/integration ;;
     build)
