@@ -101,7 +101,8 @@ TARGET_PYTHON = '/usr/bin/python3'
 
 def _run(argv, timeout=300, **kwargs):
     return subprocess.run(argv, cwd='/', stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=timeout, **kwargs)
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=timeout, check=False,
+                          **kwargs)
 
 
 def rabbitmqctl(*args, **kwargs):
@@ -181,6 +182,8 @@ def _remove_everything():
                  rabbitmqctl('list_users', '--no-table-headers').stdout.splitlines()]
         if USER in users:
             step('delete broker user', lambda: _must(rabbitmqctl('delete_user', USER), 'delete_user'))
+    else:
+        errors.append('RabbitMQ is not running: vhost and broker user %s not checked' % VHOST)
     if errors:
         raise RuntimeError('cleaning up %s failed:\n%s' % (USER, '\n'.join(errors)))
 
@@ -271,7 +274,7 @@ def run_module(tmp_path, check=False, diff=False, **args):
     env.pop('ANSIBLE_CONFIG', None)
     # cwd away from the checkout so its ansible.cfg (inventory etc.) is not used
     proc = subprocess.run(argv, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=300, check=False)
     try:
         out = json.loads(proc.stdout)
         return out['plays'][0]['tasks'][0]['hosts']['localhost']

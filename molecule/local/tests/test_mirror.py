@@ -162,3 +162,37 @@ def test_no_secret_in_verbose_output(host):
     output = result.stdout + result.stderr
     assert PASSWORD not in output
     assert quote(PASSWORD, safe="") not in output
+
+
+def running_pids(host, config):
+    """Pids of a config's running instances, from its pid files."""
+    component, name = config.split("/")
+    state = host.user(USER).home + "/.cache/sr3/%s/%s" % (component, name)
+    pids = set()
+    for path in host.check_output("ls %s/*.pid 2>/dev/null || true", state).split():
+        pid = host.file(path).content_string.strip()
+        if host.file("/proc/%s" % pid).exists:
+            pids.add(pid)
+    return pids
+
+
+def deploy(*extra):
+    return subprocess.run(["ansible-playbook", "-i", INVENTORY, "sr3.hpc_mirror.deploy"] + list(extra),
+                          capture_output=True, text=True, check=False, env=dict(os.environ))
+
+
+def test_a_changed_setting_restarts_only_what_it_changes(host):
+    copier, winnow, tally = "sarra/%s_copy" % FLOW, "winnow/%s_00" % FLOW, "shovel/%s_tally" % FLOW
+    before = {config: running_pids(host, config) for config in (copier, winnow, tally)}
+    try:
+        result = deploy("-e", "hpc_mirror_copy_instances=3")
+        assert result.returncode == 0, result.stdout[-3000:]
+        after = {config: running_pids(host, config) for config in (copier, winnow, tally)}
+        assert len(after[copier]) == 3
+        assert not after[copier] & before[copier], "the copiers were not restarted"
+        assert after[winnow] == before[winnow], "a winnow was restarted for a copier setting"
+        assert after[tally] == before[tally], "the tally was restarted for a copier setting"
+    finally:
+        result = deploy()
+        assert result.returncode == 0, result.stdout[-3000:]
+    assert len(running_pids(host, copier)) == 2
