@@ -36,6 +36,16 @@ run ansible-playbook -i "$inventory" deploy.yml
 hold=$(ansible-inventory -i "$inventory" --host hpc-local \
   | python3 -c 'import json, sys; print(json.load(sys.stdin).get("hpc_mirror_hold", 30))')
 
+home=$(getent passwd "$user" | cut -d: -f6)
+tally=$home/.cache/sr3/metrics/shovel_mirror_primary_to_secondary_tally_01.json
+# Tally totals before the sample, so the summary counts the sample alone.
+tally_before=$(python3 -c 'import json, sys
+try:
+    totals = json.load(open(sys.argv[1]))["hpc_mirror_tally"]["totals"]
+except (OSError, ValueError, KeyError):
+    totals = {}
+print(json.dumps(totals))' "$tally")
+
 say "4/5 writing a sample tree into $primary and waiting for the copy (hold ${hold}s)"
 demo=$primary/demo-$(date +%Y%m%d-%H%M%S)
 runuser -u "$user" -- bash -e -c "
@@ -57,13 +67,10 @@ audit_rc=0
 ansible-playbook -i "$inventory" audit.yml >>"$log" 2>&1 || audit_rc=$?
 differences=$(sed -n 's/.*differences: \([0-9][0-9]*\).*/\1/p' "$log" | tail -n 1)
 entries=$(sed -n 's/.*entries: source \([0-9][0-9]*\).*/\1/p' "$log" | tail -n 1)
-home=$(getent passwd "$user" | cut -d: -f6)
-tally=$(ls "$home"/.cache/sr3/metrics/shovel_mirror_primary_to_secondary_tally_01.json 2>/dev/null || true)
-
-python3 - "$wait_json" "$hold" "$started" "$written" "${differences:-?}" "${entries:-?}" "$audit_rc" "$tally" <<'PY'
+python3 - "$wait_json" "$hold" "$started" "$written" "${differences:-?}" "${entries:-?}" "$audit_rc" "$tally" "$tally_before" <<'PY'
 import json, sys, time
-wait, hold, started, written, differences, entries, audit_rc, tally = sys.argv[1:]
-wait, hold = json.loads(wait), float(hold)
+wait, hold, started, written, differences, entries, audit_rc, tally, before = sys.argv[1:]
+wait, hold, before = json.loads(wait), float(hold), json.loads(before)
 print()
 print("=" * 64)
 print("sr3.hpc_mirror demo: /var/tmp/hpc_mirror/primary -> /var/tmp/hpc_mirror/secondary")
@@ -72,14 +79,20 @@ state = "mirrored" if wait["converged"] else "NOT mirrored after %.0f s" % wait[
 print("sample tree     %d files (%.1f MB), %d entries: %s" % (wait["files"], wait["bytes"] / 1e6, wait["entries"], state))
 print("time to copy    %.1f s after the last write (hold %.0f s, lag beyond the hold %.1f s)"
       % (wait["seconds"], hold, max(0.0, wait["seconds"] - hold)))
-if tally:
+# The tally's metrics file is rewritten every few seconds: wait until it counted the sample.
+report, deadline = {}, time.time() + 30
+while time.time() < deadline:
     try:
         report = json.load(open(tally)).get("hpc_mirror_tally", {})
-        totals = report.get("totals", {})
-        print("tally           %d files, %.1f MB copied since deploy; age when tallied mean %.1f s, max %.1f s"
-              % (totals.get("files", 0), totals.get("bytes", 0) / 1e6, report.get("age_mean", 0), report.get("age_max", 0)))
     except (OSError, ValueError):
-        pass
+        report = {}
+    if report.get("totals", {}).get("files", 0) - before.get("files", 0) >= wait["files"]:
+        break
+    time.sleep(1)
+totals = report.get("totals", {})
+print("tally           %d files, %.1f MB delivered; age of the last files when tallied mean %.1f s, max %.1f s"
+      % (totals.get("files", 0) - before.get("files", 0), (totals.get("bytes", 0) - before.get("bytes", 0)) / 1e6,
+         report.get("age_mean", 0), report.get("age_max", 0)))
 print("audit           %s entries in the primary, %s differences%s"
       % (entries, differences, "" if audit_rc == "0" else "  (AUDIT FAILED)"))
 print("demo took       %.0f s in all" % (time.time() - float(started)))
