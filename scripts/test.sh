@@ -13,7 +13,7 @@ for stage in $stages; do
     sanity)
       bash scripts/sanity.sh ;;
     unit)
-      python -m pytest -q tests/unit tests/integration ;;
+      python -m pytest -q -rs tests/unit tests/integration ;;
     build)
       bash scripts/check_build.sh ;;
     molecule)

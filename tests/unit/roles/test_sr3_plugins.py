@@ -18,9 +18,9 @@ import types
 
 import pytest
 
-sarracenia = pytest.importorskip("sarracenia")
-import sarracenia.config  # noqa: E402  (after the importorskip)
-from sarracenia.flowcb import FlowCB  # noqa: E402
+import sarracenia
+import sarracenia.config
+from sarracenia.flowcb import FlowCB
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 FILES = os.path.join(ROOT, "roles", "mirror", "files")

@@ -319,7 +319,7 @@ def test_post_conf_escapes_source_dir(rendered):
 @pytest.mark.parametrize("variant", ["watch", "shim"])
 def test_post_conf_publishes_to_the_winnow_exchanges(rendered, variant, tmp_path, monkeypatch):
     """sr3 itself, reading the rendered post.conf and credentials.conf, posts to the winnows' exchanges."""
-    sarracenia_config = pytest.importorskip("sarracenia.config")
+    import sarracenia.config as sarracenia_config
     from sarracenia.config.credentials import CredentialDB
     from sarracenia.config.publisher import Publisher
 

@@ -83,7 +83,7 @@ def test_winnows_accepts_numeric_string():
 def _sr3_published_exchanges(tmp_path, monkeypatch, lines):
     """Exchanges the real sr3 publisher posts to for a posting config made of lines."""
     monkeypatch.setenv("HOME", str(tmp_path))  # no user default.conf/credentials.conf
-    sarracenia_config = pytest.importorskip("sarracenia.config")
+    import sarracenia.config as sarracenia_config
     from sarracenia.config.publisher import Publisher
 
     options = sarracenia_config.default_config()
