@@ -57,7 +57,7 @@ def test_password_url_encoded(password, encoded):
 @pytest.mark.parametrize("password", ["p:/@%w", "plain", "x@y:z/%20"])
 def test_sr3_decodes_the_password(password):
     """sr3's own URL parser (used for credentials.conf) gets the original password back."""
-    import sarracenia.config.credentials as credentials
+    from sarracenia.config import credentials
     parsed = credentials._urlparse(broker_url("opsm", "broker.example", 5671, "/", "amqps", password))
     assert parsed.password == password
     assert parsed.username == "opsm"
