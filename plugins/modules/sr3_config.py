@@ -293,6 +293,11 @@ def probe_configs(module, runner, names):
     return result
 
 
+def all_config_files_exist(refs):
+    config_dir = default_user_dirs()[0]
+    return all(os.path.isfile(config_path(config_dir, c, f)) for n, c, f in refs)
+
+
 def collect(module, runner, refs):
     """Per config facts: paths, expected instances, statehost, files to hash."""
     config_dir, cache_dir = default_user_dirs()
@@ -456,6 +461,21 @@ def build_result(module, infos, runner, check_mode):
     return result
 
 
+def not_installed_yet(module, refs):
+    """Check mode before the first real run: sr3 or the configs are still to be written.
+
+    Earlier tasks would have installed them, so report what a first run does
+    (declare and start everything, or nothing to stop) instead of failing.
+    """
+    state = module.params['state']
+    action = {'stopped': ACTION_NONE, 'declared': ACTION_DECLARED}.get(state, ACTION_STARTED)
+    module.warn('sr3 or its configs are not installed yet: check mode reports what a first run would do')
+    configs = dict((name, {'component': component, 'expected': None, 'running': 0, 'action': action,
+                           'declared': action != ACTION_NONE, 'state_dir': None})
+                   for name, component, config in refs)
+    module.exit_json(changed=action != ACTION_NONE, configs=configs, commands=[])
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -470,12 +490,15 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    if not (os.path.isfile(p['sr3']) and os.access(p['sr3'], os.X_OK)):
-        module.fail_json(msg='sr3 executable not found or not executable: %s' % p['sr3'])
     if p['timeout'] <= 0:
         module.fail_json(msg='timeout must be a positive number of seconds')
-
     refs = parse_names(module, p['configs'])
+    sr3_ready = os.path.isfile(p['sr3']) and os.access(p['sr3'], os.X_OK)
+    if module.check_mode and not (sr3_ready and all_config_files_exist(refs)):
+        not_installed_yet(module, refs)
+    if not sr3_ready:
+        module.fail_json(msg='sr3 executable not found or not executable: %s' % p['sr3'])
+
     # sr3 chdirs back to where it started: that must be readable by this user
     runner = Sr3Runner(p['sr3'], p['timeout'], cwd=home_dir())
     infos = collect(module, runner, refs)

@@ -59,6 +59,8 @@ CASES = [
     ("unknown event source", {"hpc_mirror_event_source": "inotify"}, [], "hpc_mirror_event_source"),
     ("unknown transport", {"hpc_mirror_transport": "rsync"}, [], "hpc_mirror_transport"),
     ("winnows not a number", {"hpc_mirror_winnows": "five"}, [], "hpc_mirror_winnows"),
+    ("shim on a named vhost", {"hpc_mirror_event_source": "shim", "hpc_mirror_broker_vhost": "hpc"}, [],
+     "hpc_mirror_broker_vhost must be / with hpc_mirror_event_source shim"),
 ]
 
 

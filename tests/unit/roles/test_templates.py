@@ -306,14 +306,17 @@ def test_post_conf_masks(rendered, variant):
     # not a sibling with a common prefix, not the tree nested elsewhere
     assert not accept.match("file:%sx/a" % source)
     assert not accept.match("file:/other%s/a" % source)
+    # sr3c (the shim) searches the path unanchored: the pattern must anchor itself.
+    assert not accept.search("/other%s/a" % source)
+    assert not accept.search("file:/other%s/a" % source)
     assert not accept.match("file:%s" % os.path.dirname(source))
 
 
 def test_post_conf_escapes_source_dir(rendered):
     pairs = settings(config_path(rendered, "watch", names_for("watch")["post"]))
-    assert one(pairs, "accept") == r"(file:)?/data/src\.v1/.*"
+    assert one(pairs, "accept") == r"^(file:)?/data/src\.v1/.*"
     pairs = settings(config_path(rendered, "shim", names_for("shim")["post"]))
-    assert one(pairs, "accept") == r"(file:)?/fs/site2/home\+ops/.*"
+    assert one(pairs, "accept") == r"^(file:)?/fs/site2/home\+ops/.*"
 
 
 @pytest.mark.parametrize("variant", ["watch", "shim"])
