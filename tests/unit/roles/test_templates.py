@@ -84,63 +84,45 @@ def _defaults(role):
         return yaml.safe_load(handle)
 
 
-def _mirror_play(out, overrides):
-    variables = _defaults(MIRROR)
+def _render(role, name, dest, mode="0644", **task):
+    """A template task rendering the role's real template <name>.j2 to dest."""
+    task.update({"name": name, "ansible.builtin.template": {
+        "src": os.path.join(role, "templates", name + ".j2"), "dest": dest, "mode": mode}})
+    return task
+
+
+def _play(role, out, overrides, tasks):
+    """A play rendering into out with the role's defaults, overridden."""
+    variables = _defaults(role)
     variables.update(overrides)
     variables["out"] = out
-    template = os.path.join(MIRROR, "templates")
-    return {
-        "name": "Render the mirror templates into %s" % out,
-        "hosts": "localhost",
-        "gather_facts": False,
-        "vars": variables,
-        "tasks": [
-            {"name": "Compute the names", "ansible.builtin.set_fact": dict(NAMES_FACT)},
-            {"name": "Config directories", "ansible.builtin.file": {
-                "path": "{{ out }}/{{ item }}", "state": "directory", "mode": "0755"},
-             "loop": ["watch", "cpost", "winnow", "sarra", "shovel"]},
-            {"name": "Save the names", "ansible.builtin.copy": {
-                "content": "{{ {'names': mirror_names, 'url': mirror_broker_url} | to_json }}",
-                "dest": "{{ out }}/facts.json", "mode": "0644"}},
-            {"name": "Posting config", "ansible.builtin.template": {
-                "src": os.path.join(template, "post.conf.j2"),
-                "dest": "{{ out }}/{{ mirror_names.post }}.conf", "mode": "0644"}},
-            {"name": "Winnow configs", "ansible.builtin.template": {
-                "src": os.path.join(template, "winnow.conf.j2"),
-                "dest": "{{ out }}/{{ item }}.conf", "mode": "0644"},
-             "loop": "{{ mirror_names.winnows }}",
-             "loop_control": {"index_var": "mirror_winnow_index"}},
-            {"name": "Copy config", "ansible.builtin.template": {
-                "src": os.path.join(template, "copy.conf.j2"),
-                "dest": "{{ out }}/{{ mirror_names.copier }}.conf", "mode": "0644"}},
-            {"name": "Tally config", "ansible.builtin.template": {
-                "src": os.path.join(template, "tally.conf.j2"),
-                "dest": "{{ out }}/{{ mirror_names.tally }}.conf", "mode": "0644"}},
-        ],
-    }
+    return {"name": "Render %s templates into %s" % (os.path.basename(role), out),
+            "hosts": "localhost", "gather_facts": False, "vars": variables, "tasks": tasks}
+
+
+def _mirror_play(out, overrides):
+    return _play(MIRROR, out, overrides, [
+        {"name": "Compute the names", "ansible.builtin.set_fact": dict(NAMES_FACT)},
+        {"name": "Config directories", "ansible.builtin.file": {
+            "path": "{{ out }}/{{ item }}", "state": "directory", "mode": "0755"},
+         "loop": ["watch", "cpost", "winnow", "sarra", "shovel"]},
+        {"name": "Save the names", "ansible.builtin.copy": {
+            "content": "{{ {'names': mirror_names, 'url': mirror_broker_url} | to_json }}",
+            "dest": "{{ out }}/facts.json", "mode": "0644"}},
+        _render(MIRROR, "post.conf", "{{ out }}/{{ mirror_names.post }}.conf"),
+        _render(MIRROR, "winnow.conf", "{{ out }}/{{ item }}.conf",
+                loop="{{ mirror_names.winnows }}", loop_control={"index_var": "mirror_winnow_index"}),
+        _render(MIRROR, "copy.conf", "{{ out }}/{{ mirror_names.copier }}.conf"),
+        _render(MIRROR, "tally.conf", "{{ out }}/{{ mirror_names.tally }}.conf"),
+    ])
 
 
 def _sr3_play(out, overrides):
-    variables = _defaults(SR3)
-    variables.update(overrides)
-    variables["out"] = out
-    template = os.path.join(SR3, "templates")
-    return {
-        "name": "Render the sr3 templates into %s" % out,
-        "hosts": "localhost",
-        "gather_facts": False,
-        "vars": variables,
-        "tasks": [
-            {"name": "Directory", "ansible.builtin.file": {"path": "{{ out }}", "state": "directory",
-                                                           "mode": "0755"}},
-            {"name": "default.conf", "ansible.builtin.template": {
-                "src": os.path.join(template, "default.conf.j2"),
-                "dest": "{{ out }}/default.conf", "mode": "0600"}},
-            {"name": "credentials.conf", "ansible.builtin.template": {
-                "src": os.path.join(template, "credentials.conf.j2"),
-                "dest": "{{ out }}/credentials.conf", "mode": "0600"}},
-        ],
-    }
+    return _play(SR3, out, overrides, [
+        {"name": "Directory", "ansible.builtin.file": {"path": "{{ out }}", "state": "directory", "mode": "0755"}},
+        _render(SR3, "default.conf", "{{ out }}/default.conf", mode="0600"),
+        _render(SR3, "credentials.conf", "{{ out }}/credentials.conf", mode="0600"),
+    ])
 
 
 @pytest.fixture(scope="module")
