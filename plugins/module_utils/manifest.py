@@ -6,15 +6,19 @@
 Trees may hold many millions of entries, so everything streams: the walk is an
 iterative generator, more than ``chunk_size`` entries are sorted in chunks
 spilled to temporary files and merged, and two manifests are compared with one
-merge pass that holds a single entry of each side in memory.
+merge pass that holds one entry of each side, plus the chain of their parent
+directories, in memory.
 
 Manifest format (JSON lines, ASCII only)::
 
-    {"created": "...", "exclude": [...], "hash": "blake2b", "manifest": 1, "root": "/data"}
-    {"hash": "...", "mode": 420, "mtime": 1700000000.5, "path": "a/b.txt", "size": 12, "type": "file"}
+    {"hash": "xxh3", "manifest": 2, "mode": "content", "root": "/data", "started": 1700000000.1, ...}
+    {"ctime": 1700000000.5, "hash": "...", "mode": 420, "mtime": 1700000000.5, "path": "a/b.txt",
+     "size": 12, "type": "file"}
 
-* The first line is the header; every following line is one entry, sorted by
-  the raw bytes of ``path`` (the root itself is not an entry).
+* The first line is the header; every following line is one entry, in tree
+  order: sorted by the raw bytes of ``path`` with ``/`` sorting before any
+  other byte, so a directory is followed at once by everything below it (the
+  root itself is not an entry).
 * Paths are bytes on disk. They are decoded as UTF-8 with ``surrogateescape``
   (bytes that are not valid UTF-8 become lone surrogates U+DC80..U+DCFF) and
   written with ``ensure_ascii`` JSON, so a name such as ``b"\\xff\\n"`` is
@@ -23,11 +27,15 @@ Manifest format (JSON lines, ASCII only)::
   Newlines in names are JSON escaped, so one entry is always one line.
   Symlink targets are encoded the same way.
 * ``type`` is ``file``, ``dir``, ``symlink`` or ``other`` (FIFO, socket,
-  device). ``size``, ``mtime`` (float seconds) and ``mode`` (permission bits,
-  ``stat.S_IMODE``) come from ``lstat``. Symlinks carry ``target``; regular
-  files carry ``hash`` (hex digest) unless the algorithm is ``none``. An entry
-  that could not be fully read carries ``error`` (for example
-  ``"EACCES: Permission denied"``) and lacks what could not be read.
+  device). ``size``, ``mtime``, ``ctime`` (float seconds) and ``mode``
+  (permission bits, ``stat.S_IMODE``) come from ``lstat``. Symlinks carry
+  ``target``; regular files carry ``hash`` (hex digest) when they were hashed
+  (every file in ``content`` mode, the sampled ones in ``sample`` mode, none in
+  ``metadata`` mode). An entry that could not be fully read carries ``error``
+  (for example ``"EACCES: Permission denied"``) and lacks what could not be
+  read.
+* The header's ``started`` (epoch seconds) is when the scan began; the
+  comparison uses it to tell entries still in flight.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -43,24 +51,36 @@ import json
 import os
 import re
 import stat
+import sys
 import tempfile
-import threading
+import time
 
-MANIFEST_VERSION = 1
-HASH_CHOICES = ('blake2b', 'md5', 'sha256', 'none')
-DEFAULT_HASH = 'blake2b'
+MANIFEST_VERSION = 2
+MODES = ('metadata', 'content', 'sample')
+# Fast non-cryptographic first; the hashlib ones are always there.
+HASH_CHOICES = ('xxh3', 'blake3', 'blake2b', 'md5', 'sha256')
+DEFAULT_HASH = 'xxh3'
+DEFAULT_FALLBACK = 'blake2b'
+_HASH_LIBRARIES = {'xxh3': 'xxhash', 'blake3': 'blake3'}
 # Entries held in memory before a sorted chunk is spilled to a temporary file.
-CHUNK_SIZE = 200000
-ALL_CHECKS = ('missing', 'extra', 'type', 'size', 'content', 'symlink_target', 'mode', 'mtime')
+CHUNK_SIZE = 100000
+ALL_CHECKS = ('missing', 'extra', 'type', 'size', 'content', 'symlink_target', 'mode', 'mtime', 'unreadable')
+# Differences the mirror flow repairs by posting the source path again.
+REPOST_CATEGORIES = ('missing', 'type', 'size', 'content', 'symlink_target', 'mode', 'mtime')
 _READ_SIZE = 1024 * 1024
-_buffers = threading.local()
 # Files per hashing task, or fewer when they add up to _BATCH_BYTES.
 _BATCH_FILES = 256
 _BATCH_BYTES = 64 * 1024 * 1024
+_SEP = b'/'
+_SEP_KEY = b'\x00'  # never in a file name, so it sorts a directory's contents right after it
 
 
 class ManifestError(Exception):
     """A manifest file is not a valid manifest."""
+
+
+class HashUnavailable(ValueError):
+    """The hash algorithm needs a Python package this interpreter lacks."""
 
 
 # ---------------------------------------------------------------- encoding
@@ -70,9 +90,14 @@ def decode_path(raw):
     return raw.decode('utf-8', 'surrogateescape')
 
 
-def path_key(text):
-    """Sort key of an encoded path: its original bytes."""
+def path_bytes(text):
+    """Encoded path -> its original bytes."""
     return text.encode('utf-8', 'surrogateescape')
+
+
+def path_key(text):
+    """Sort key of an encoded path: its bytes, ``/`` sorting first (tree order)."""
+    return path_bytes(text).replace(_SEP, _SEP_KEY)
 
 
 def printable(text):
@@ -81,12 +106,16 @@ def printable(text):
     For module results, which must be valid Unicode; the manifest and report
     files keep the exact encoding.
     """
-    return path_key(text).decode('utf-8', 'backslashreplace')
+    return path_bytes(text).decode('utf-8', 'backslashreplace')
+
+
+# One encoder for every line: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=True, sort_keys=True, separators=(',', ':'))
 
 
 def dump_line(obj):
     """One JSON line (bytes); ensure_ascii keeps lone surrogates and newlines escaped."""
-    return json.dumps(obj, ensure_ascii=True, sort_keys=True, separators=(',', ':')).encode('ascii') + b'\n'
+    return _ENCODER.encode(obj).encode('ascii') + b'\n'
 
 
 def _error_text(exc):
@@ -94,16 +123,49 @@ def _error_text(exc):
     return '%s: %s' % (name, exc.strerror or exc)
 
 
-# ---------------------------------------------------------------- walking
+# ---------------------------------------------------------------- selecting
 
 def compile_excludes(patterns):
-    """Compile exclude regexes (``re.search`` on the relative path)."""
+    """Compile exclude or reject regexes."""
     return [re.compile(p) for p in patterns or ()]
 
 
-def _is_excluded(rel, patterns):
-    return any(p.search(rel) for p in patterns)
+def reject_url_base(source_root):
+    """What sr3 prefixes a relative path with before matching reject patterns.
 
+    The flow posts with ``post_baseUrl file:/``, so the copier matches its
+    ``reject`` regexes with ``re.match`` against ``file:/<absolute source path>``.
+    """
+    return 'file:' + os.path.normpath(source_root).rstrip('/') + '/'
+
+
+class Selector(object):
+    """Which entries a manifest leaves out.
+
+    ``exclude``: regexes searched (``re.search``) in the relative path; a
+    matching directory is left out with everything below it.
+    ``reject``: sr3 ``reject`` regexes, matched as the copier matches them:
+    ``re.match`` against ``reject_base`` + relative path (see
+    reject_url_base). Like the copier, this leaves out the matching entry
+    only, never what lies below a matching directory.
+    """
+
+    def __init__(self, exclude=None, reject=None, reject_base=''):
+        self.exclude = compile_excludes(exclude)
+        self.reject = compile_excludes(reject)
+        self.reject_base = reject_base or ''
+
+    def excluded(self, rel):
+        return any(p.search(rel) for p in self.exclude)
+
+    def rejected(self, rel):
+        if not self.reject:
+            return False
+        url = self.reject_base + rel
+        return any(p.match(url) for p in self.reject)
+
+
+# ---------------------------------------------------------------- walking
 
 def _kind(mode):
     if stat.S_ISREG(mode):
@@ -121,6 +183,7 @@ def _make_entry(rel, st):
         'type': _kind(st.st_mode),
         'size': st.st_size,
         'mtime': st.st_mtime,
+        'ctime': st.st_ctime,
         'mode': stat.S_IMODE(st.st_mode),
     }
 
@@ -143,15 +206,15 @@ def _child_entry(rel, dir_entry):
     return entry
 
 
-def walk_tree(root, exclude=None):
+def walk_tree(root, selector=None):
     """Yield ``(abs_path_bytes, entry)`` for everything below ``root``, unordered.
 
     Iterative depth-first walk with ``os.scandir`` on bytes paths; symlinks are
-    never followed. An excluded directory is skipped with its whole subtree.
-    A directory's entry is yielded after its listing, so a listing failure is
-    recorded in its ``error``. Failing to list ``root`` itself raises OSError.
+    never followed, so symlink loops are harmless. A directory's entry is
+    yielded after its listing, so a listing failure is recorded in its
+    ``error``. Failing to list ``root`` itself raises OSError.
     """
-    patterns = compile_excludes(exclude)
+    selector = selector or Selector()
     root_b = os.fsencode(root)
     stack = [(b'', None)]
     while stack:
@@ -160,12 +223,17 @@ def walk_tree(root, exclude=None):
         try:
             with os.scandir(abs_dir) as listing:
                 for child in listing:
-                    rel_b = rel_dir + b'/' + child.name if rel_dir else child.name
+                    rel_b = rel_dir + _SEP + child.name if rel_dir else child.name
                     rel = decode_path(rel_b)
-                    if _is_excluded(rel, patterns):
+                    if selector.excluded(rel):
                         continue
                     entry = _child_entry(rel, child)
                     if entry is None:
+                        continue
+                    if selector.rejected(rel):
+                        # Left out, but what lies below is not (sr3 matches each path alone).
+                        if entry['type'] == 'dir':
+                            stack.append((rel_b, {'rejected': True}))
                         continue
                     if entry['type'] == 'dir':
                         stack.append((rel_b, entry))
@@ -175,55 +243,76 @@ def walk_tree(root, exclude=None):
             if dir_entry is None:
                 raise
             dir_entry['error'] = _error_text(exc)
-        if dir_entry is not None:
+        if dir_entry is not None and 'rejected' not in dir_entry:
             yield abs_dir, dir_entry
 
 
 # ---------------------------------------------------------------- hashing
 
 def new_hash(name):
-    """hashlib object for ``name``; ValueError if unknown or unavailable (FIPS md5)."""
-    if name not in HASH_CHOICES or name == 'none':
-        raise ValueError('unsupported hash algorithm: %s' % name)
+    """Hash object for ``name``.
+
+    Raises HashUnavailable when its library is not installed for this Python,
+    ValueError when the name is unknown or hashlib refuses it (FIPS md5).
+    """
+    if name not in HASH_CHOICES:
+        raise ValueError('unsupported hash algorithm: %s (valid: %s)' % (name, ', '.join(HASH_CHOICES)))
+    if name in _HASH_LIBRARIES:
+        library = _HASH_LIBRARIES[name]
+        try:
+            module = __import__(library)
+        except ImportError:
+            raise HashUnavailable('hash %s needs the Python package %s, which %s cannot import'
+                                  % (name, library, sys.executable))
+        return module.xxh3_128() if name == 'xxh3' else module.blake3()
     return hashlib.new(name)
 
 
 def check_hash_name(name):
-    """Raise ValueError unless ``name`` is a usable choice (``none`` included)."""
-    if name != 'none':
-        new_hash(name)
+    """Raise ValueError (HashUnavailable) unless ``name`` is usable here."""
+    new_hash(name)
+
+
+def choose_hash(name, fallback=None):
+    """Return ``(algorithm, warning)``: ``name``, or ``fallback`` when its library is missing.
+
+    Raises HashUnavailable when there is no usable fallback.
+    """
+    try:
+        check_hash_name(name)
+        return name, None
+    except HashUnavailable as exc:
+        if not fallback or fallback == name:
+            raise
+        check_hash_name(fallback)
+        return fallback, '%s; falling back to %s' % (exc, fallback)
 
 
 def _open_regular(abs_path):
     """Open for reading, without following or blocking on what replaced the file since its lstat.
 
     The tree changes under our feet: a file may have become a symlink or a FIFO.
+    Returns a file descriptor.
     """
     fd = os.open(abs_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, 'no longer a regular file')
-    return os.fdopen(fd, 'rb')
-
-
-def _read_buffer():
-    """This thread's 1 MiB read buffer: allocating one per file costs more than hashing a small file."""
-    if not hasattr(_buffers, 'buf'):
-        _buffers.buf = bytearray(_READ_SIZE)
-        _buffers.view = memoryview(_buffers.buf)
-    return _buffers.buf, _buffers.view
+    return fd
 
 
 def hash_file(abs_path, name):
-    """Hex digest of a file's content, read in 1 MiB blocks."""
+    """Hex digest of a file's content, read in 1 MiB blocks (plain os.read: most files are small)."""
     digest = new_hash(name)
-    buf, view = _read_buffer()
-    with _open_regular(abs_path) as fh:
+    fd = _open_regular(abs_path)
+    try:
         while True:
-            n = fh.readinto(buf)
-            if not n:
+            block = os.read(fd, _READ_SIZE)
+            if not block:
                 break
-            digest.update(view[:n])
+            digest.update(block)
+    finally:
+        os.close(fd)
     return digest.hexdigest()
 
 
@@ -239,8 +328,8 @@ def _hash_batch(batch, name):
     return [_add_hash(abs_path, entry, name) for abs_path, entry in batch]
 
 
-def _batches(walk, passthrough):
-    """Group the regular files of ``walk`` into batches of ``(abs_path, entry)``.
+def _batches(walk, passthrough, wanted):
+    """Group the regular files of ``walk`` that ``wanted(entry)`` into batches of ``(abs_path, entry)``.
 
     Batches hold up to _BATCH_FILES files or _BATCH_BYTES bytes: one thread
     task per small file would cost more than hashing it. Other entries are
@@ -249,7 +338,7 @@ def _batches(walk, passthrough):
     batch, size = [], 0
     for abs_path, entry in walk:
         # Only regular files: opening a FIFO would block forever.
-        if entry['type'] != 'file' or 'error' in entry:
+        if entry['type'] != 'file' or 'error' in entry or not wanted(entry):
             passthrough(entry)
             continue
         batch.append((abs_path, entry))
@@ -261,23 +350,20 @@ def _batches(walk, passthrough):
         yield batch
 
 
-def scan_tree(root, hash_name=DEFAULT_HASH, exclude=None, workers=None):
-    """Yield the entries of ``root`` (unordered), hashing regular files in parallel.
+def hashed_in_parallel(walk, hash_name, wanted=None, workers=None):
+    """Yield the entries of ``walk`` (``(abs_path, entry)`` pairs), hashing the wanted files.
 
-    hashlib releases the GIL on large updates, so threads use several cores.
-    At most ``2 * workers`` batches are in flight, which bounds memory.
+    Batches of files are hashed by ``workers`` threads. xxhash, blake3 and
+    hashlib release the GIL while they digest a block, so the threads use
+    several cores and overlap their reads. At most ``2 * workers`` batches
+    are in flight, which bounds memory.
     """
-    check_hash_name(hash_name)
-    walk = walk_tree(root, exclude)
-    if hash_name == 'none':
-        for _abs_path, entry in walk:
-            yield entry
-        return
+    wanted = wanted or (lambda entry: True)
     workers = workers or os.cpu_count() or 1
     ready = collections.deque()
     pending = collections.deque()
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        for batch in _batches(walk, ready.append):
+        for batch in _batches(walk, ready.append, wanted):
             pending.append(pool.submit(_hash_batch, batch, hash_name))
             if len(pending) >= 2 * workers:
                 ready.extend(pending.popleft().result())
@@ -287,6 +373,48 @@ def scan_tree(root, hash_name=DEFAULT_HASH, exclude=None, workers=None):
             ready.extend(future.result())
         while ready:
             yield ready.popleft()
+
+
+class Sampler(object):
+    """Deterministic random choice of files by path, the same on both sides of a mirror.
+
+    A file's score is a keyed hash of its path (key: ``seed``), uniform in
+    [0, 1). With ``fraction`` the files scoring below it are chosen; with
+    ``count`` the ``count`` lowest scores (a bottom-k sketch, memory O(count)).
+    Two hosts given the same seed choose the same paths, so their hashes can
+    be compared; a new seed per audit run samples other files.
+    """
+
+    def __init__(self, fraction=None, count=None, seed=''):
+        if (fraction is None) == (count is None):
+            raise ValueError('sample needs exactly one of fraction or count')
+        if fraction is not None and not 0 < fraction <= 1:
+            raise ValueError('sample fraction must be in (0, 1], got %s' % fraction)
+        if count is not None and count < 1:
+            raise ValueError('sample count must be 1 or more, got %s' % count)
+        self.fraction = fraction
+        self.count = count
+        self.key = hashlib.blake2b(seed.encode('utf-8')).digest()[:16]
+        self._heap = []  # (-score, path, abs_path): the count best so far
+
+    def score(self, rel):
+        digest = hashlib.blake2b(path_bytes(rel), digest_size=8, key=self.key).digest()
+        return int.from_bytes(digest, 'big') / 2.0 ** 64
+
+    def wanted(self, entry):
+        return self.score(entry['path']) < self.fraction
+
+    def offer(self, abs_path, entry):
+        """Count mode: consider one file for the sample."""
+        item = (-self.score(entry['path']), entry['path'], abs_path)
+        if len(self._heap) < self.count:
+            heapq.heappush(self._heap, item)
+        elif item > self._heap[0]:
+            heapq.heapreplace(self._heap, item)
+
+    def chosen(self):
+        """Count mode: ``(abs_path, path)`` of the chosen files."""
+        return [(abs_path, rel) for _score, rel, abs_path in self._heap]
 
 
 # ---------------------------------------------------------------- sorting
@@ -310,7 +438,7 @@ def _read_chunk(chunk):
 
 
 def sorted_lines(entries, chunk_size=CHUNK_SIZE, tmp_dir=None):
-    """Yield the entries as JSON lines sorted by path bytes.
+    """Yield ``(key, line)``: the entries as JSON lines in tree order.
 
     Up to ``chunk_size`` entries are sorted in memory; beyond that, sorted
     chunks go to temporary files in ``tmp_dir`` and are merged with heapq.
@@ -326,8 +454,8 @@ def sorted_lines(entries, chunk_size=CHUNK_SIZE, tmp_dir=None):
         batch.sort()
         # Paths are unique, so tuples never compare the lines themselves.
         streams = [_read_chunk(c) for c in chunks] + [iter(batch)]
-        for _key, line in heapq.merge(*streams):
-            yield line
+        for item in heapq.merge(*streams):
+            yield item
     finally:
         for chunk in chunks:
             chunk.close()
@@ -336,7 +464,8 @@ def sorted_lines(entries, chunk_size=CHUNK_SIZE, tmp_dir=None):
 # ---------------------------------------------------------------- writing
 
 def new_stats():
-    return {'entries': 0, 'counts': {'file': 0, 'dir': 0, 'symlink': 0, 'other': 0}, 'errors': 0, 'bytes': 0}
+    return {'entries': 0, 'counts': {'file': 0, 'dir': 0, 'symlink': 0, 'other': 0},
+            'errors': 0, 'bytes': 0, 'hashed_files': 0, 'hashed_bytes': 0}
 
 
 def _counted(entries, stats):
@@ -350,14 +479,30 @@ def _counted(entries, stats):
         yield entry
 
 
-def make_header(root, hash_name, exclude):
-    return {
+def make_header(root, mode, hash_name, selector, sample=None):
+    header = {
         'manifest': MANIFEST_VERSION,
         'root': root if isinstance(root, str) else decode_path(root),
-        'hash': hash_name,
-        'exclude': list(exclude or ()),
+        'mode': mode,
+        'hash': hash_name if mode != 'metadata' else 'none',
+        'exclude': [p.pattern for p in selector.exclude],
+        'reject': [p.pattern for p in selector.reject],
+        'reject_base': selector.reject_base,
+        'started': time.time(),
+        'root_changed': _changed_time(root),
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(),
     }
+    if sample is not None:
+        header['sample'] = {'fraction': sample.fraction, 'count': sample.count}
+    return header
+
+
+def _changed_time(path):
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return max(st.st_mtime, st.st_ctime)
 
 
 def _current_umask():
@@ -366,14 +511,83 @@ def _current_umask():
     return mask
 
 
-def write_manifest(root, dest, hash_name=DEFAULT_HASH, exclude=None, chunk_size=CHUNK_SIZE, workers=None):
-    """Scan ``root`` and write its sorted manifest to ``dest``; return stats.
+def _scan(root, mode, hash_name, selector, sampler, workers):
+    """Unordered entries of ``root`` for ``mode``."""
+    walk = walk_tree(root, selector)
+    if mode == 'metadata':
+        return (entry for _abs_path, entry in walk)
+    if mode == 'sample' and sampler.count is not None:
+        def offered():
+            for abs_path, entry in walk:
+                if entry['type'] == 'file' and 'error' not in entry:
+                    sampler.offer(abs_path, entry)
+                yield entry
+        return offered()
+    wanted = sampler.wanted if mode == 'sample' else None
+    return hashed_in_parallel(walk, hash_name, wanted, workers)
 
+
+def _count_hashes(entries, stats):
+    for entry in entries:
+        if 'hash' in entry:
+            stats['hashed_files'] += 1
+            stats['hashed_bytes'] += entry['size']
+        yield entry
+
+
+def _hash_chosen(sampler, hash_name, workers):
+    """Count mode: hash the chosen files after the walk; ``{key: (hash or None, error or None)}``."""
+    walk = ((abs_path, {'path': rel, 'type': 'file', 'size': 0}) for abs_path, rel in sampler.chosen())
+    done = {}
+    for entry in hashed_in_parallel(walk, hash_name, None, workers):
+        done[path_key(entry['path'])] = (entry.get('hash'), entry.get('error'))
+    return done
+
+
+def _patched(lines, sampler, hash_name, workers, stats):
+    """Count mode: add the hashes of the chosen files to their lines.
+
+    The sort has consumed the whole walk when it yields its first line, so
+    the sample is known by then.
+    """
+    hashes = None
+    for key, line in lines:
+        if hashes is None:
+            hashes = _hash_chosen(sampler, hash_name, workers)
+        if key in hashes:
+            entry = json.loads(line)
+            digest, error = hashes[key]
+            if digest is not None:
+                entry['hash'] = digest
+                stats['hashed_files'] += 1
+                stats['hashed_bytes'] += entry['size']
+            else:
+                entry['error'] = error
+                stats['errors'] += 1
+            line = dump_line(entry)
+        yield line
+
+
+def write_manifest(root, dest, mode='content', hash_name=DEFAULT_HASH, exclude=None, reject=None,
+                   reject_base='', sample_fraction=None, sample_count=None, sample_seed='',
+                   chunk_size=CHUNK_SIZE, workers=None):
+    """Scan ``root`` and write its manifest in tree order to ``dest``; return stats.
+
+    ``mode``: ``metadata`` reads no file content; ``content`` hashes every
+    regular file with ``hash_name``; ``sample`` hashes a deterministic random
+    sample (``sample_fraction`` or ``sample_count``, ``sample_seed``; see
+    Sampler). ``exclude``, ``reject`` and ``reject_base``: see Selector.
     ``dest`` is replaced atomically. Temporary files (the partial manifest and
     sort chunks) go next to ``dest``: node-local /tmp is often too small.
-    Stats: ``entries``, ``counts`` per type, ``errors``, ``bytes`` (files).
+    Stats: ``entries``, ``counts`` per type, ``errors``, ``bytes`` (files),
+    ``hashed_files``, ``hashed_bytes``.
     """
-    check_hash_name(hash_name)
+    if mode not in MODES:
+        raise ValueError('unknown mode: %s (valid: %s)' % (mode, ', '.join(MODES)))
+    if mode != 'metadata':
+        check_hash_name(hash_name)
+    sampler = Sampler(sample_fraction, sample_count, sample_seed) if mode == 'sample' else None
+    selector = Selector(exclude, reject, reject_base)
     stats = new_stats()
     dest_dir = os.path.dirname(os.path.abspath(dest))
     fd, tmp_path = tempfile.mkstemp(prefix='.%s.' % os.path.basename(dest), suffix='.tmp', dir=dest_dir)
@@ -381,9 +595,13 @@ def write_manifest(root, dest, hash_name=DEFAULT_HASH, exclude=None, chunk_size=
         with os.fdopen(fd, 'wb') as out:
             # mkstemp makes 0600; give the manifest the mode a plain open() would.
             os.fchmod(out.fileno(), 0o666 & ~_current_umask())
-            out.write(dump_line(make_header(root, hash_name, exclude)))
-            entries = _counted(scan_tree(root, hash_name, exclude, workers), stats)
-            out.writelines(sorted_lines(entries, chunk_size, dest_dir))
+            out.write(dump_line(make_header(root, mode, hash_name, selector, sampler)))
+            entries = _scan(root, mode, hash_name, selector, sampler, workers)
+            lines = sorted_lines(_count_hashes(_counted(entries, stats), stats), chunk_size, dest_dir)
+            if sampler is not None and sampler.count is not None:
+                out.writelines(_patched(lines, sampler, hash_name, workers, stats))
+            else:
+                out.writelines(line for _key, line in lines)
         os.replace(tmp_path, dest)
     except BaseException:
         os.unlink(tmp_path)
@@ -440,7 +658,7 @@ class ManifestReader(object):
                 self._fail(lineno, 'entry without "path" or "type"')
             key = path_key(entry['path'])
             if previous is not None and key <= previous:
-                self._fail(lineno, 'entries not sorted by path or duplicated')
+                self._fail(lineno, 'entries not in tree order or duplicated')
             previous = key
             self.entries += 1
             if 'error' in entry:
@@ -460,24 +678,26 @@ class ManifestReader(object):
 # ---------------------------------------------------------------- comparing
 
 def _aligned(src, dst):
-    """Merge two sorted ``(key, entry)`` streams into ``(src_entry, dst_entry)``; None when absent."""
+    """Merge two sorted ``(key, entry)`` streams into ``(key, src_entry, dst_entry)``; None when absent."""
     s = next(src, None)
     d = next(dst, None)
     while s is not None or d is not None:
         if d is None or (s is not None and s[0] < d[0]):
-            yield s[1], None
+            yield s[0], s[1], None
             s = next(src, None)
         elif s is None or d[0] < s[0]:
-            yield None, d[1]
+            yield d[0], None, d[1]
             d = next(dst, None)
         else:
-            yield s[1], d[1]
+            yield s[0], s[1], d[1]
             s = next(src, None)
             d = next(dst, None)
 
 
 def _entry_diffs(src, dst, checks, mtime_tolerance, compare_content):
     """Yield ``(category, source_value, destination_value)`` for one path present on both sides."""
+    if 'unreadable' in checks and ('error' in src or 'error' in dst):
+        yield 'unreadable', src.get('error'), dst.get('error')
     if src['type'] != dst['type']:
         if 'type' in checks:
             yield 'type', src['type'], dst['type']
@@ -500,32 +720,111 @@ def _entry_diffs(src, dst, checks, mtime_tolerance, compare_content):
         yield 'mode', src.get('mode'), dst.get('mode')
 
 
-def iter_differences(src_entries, dst_entries, checks=ALL_CHECKS, mtime_tolerance=1.0, compare_content=True):
-    """Yield difference dicts ``{path, category, source, destination}`` in path order.
+def _path_diffs(src, dst, checks, mtime_tolerance, compare_content):
+    """All ``(category, source_value, destination_value)`` of one path."""
+    if dst is None:
+        if 'missing' in checks:
+            yield 'missing', src['type'], None
+        if 'unreadable' in checks and 'error' in src:
+            yield 'unreadable', src['error'], None
+    elif src is None:
+        if 'extra' in checks:
+            yield 'extra', None, dst['type']
+        if 'unreadable' in checks and 'error' in dst:
+            yield 'unreadable', None, dst['error']
+    else:
+        for diff in _entry_diffs(src, dst, checks, mtime_tolerance, compare_content):
+            yield diff
+
+
+def _changed(entry):
+    """When an entry last changed (content, metadata or name): max of mtime and ctime."""
+    return max(entry.get('mtime') or 0, entry.get('ctime') or 0)
+
+
+class InFlight(object):
+    """Tell differences that the mirror may still be fixing.
+
+    With ``settle`` seconds, a path is in flight when it changed (mtime or
+    ctime) less than ``settle`` seconds before its side's scan started, on
+    either side, and also:
+
+    * missing on the destination, when a source directory above it that the
+      destination lacks too changed lately (a directory created or moved in);
+    * extra on the destination, when its nearest directory that exists on
+      the source changed lately (something deleted or moved away there).
+    """
+
+    def __init__(self, settle, src_header, dst_header):
+        self.enabled = bool(settle) and 'started' in src_header and 'started' in dst_header
+        if self.enabled:
+            self.src_limit = src_header['started'] - settle
+            self.dst_limit = dst_header['started'] - settle
+            self.src_root_recent = (src_header.get('root_changed') or 0) >= self.src_limit
+
+    def _src_recent(self, entry):
+        return _changed(entry) >= self.src_limit
+
+    def _dst_recent(self, entry):
+        return _changed(entry) >= self.dst_limit
+
+    def __call__(self, src, dst, ancestors):
+        """``ancestors``: ``(key, src_entry, dst_entry)`` of the directories above, outermost first."""
+        if not self.enabled:
+            return False
+        if (src is not None and self._src_recent(src)) or (dst is not None and self._dst_recent(dst)):
+            return True
+        if dst is None:
+            for _key, anc_src, anc_dst in reversed(ancestors):
+                if anc_dst is not None:
+                    break
+                if anc_src is not None and self._src_recent(anc_src):
+                    return True
+            return False
+        if src is None:
+            for _key, anc_src, _anc_dst in reversed(ancestors):
+                if anc_src is not None:
+                    return self._src_recent(anc_src)
+            return self.src_root_recent
+        return False
+
+
+def iter_differences(src_entries, dst_entries, checks=ALL_CHECKS, mtime_tolerance=1.0, compare_content=True,
+                     in_flight=None):
+    """Yield difference dicts ``{path, category, source, destination}`` in tree order.
 
     ``src_entries`` and ``dst_entries`` are iterables of ``(key, entry)``
-    sorted by key, such as ManifestReader objects.
+    sorted by key, such as ManifestReader objects. A path ``in_flight`` (see
+    InFlight) yields one ``{path, category: "in_flight", categories: [...]}``
+    instead of its differences.
     """
-    for src, dst in _aligned(iter(src_entries), iter(dst_entries)):
-        if dst is None:
-            if 'missing' in checks:
-                yield {'path': src['path'], 'category': 'missing', 'source': src['type'], 'destination': None}
-        elif src is None:
-            if 'extra' in checks:
-                yield {'path': dst['path'], 'category': 'extra', 'source': None, 'destination': dst['type']}
+    ancestors = []  # the directories above the current path: tree order keeps them on a stack
+    for key, src, dst in _aligned(iter(src_entries), iter(dst_entries)):
+        while ancestors and not key.startswith(ancestors[-1][0] + _SEP_KEY):
+            ancestors.pop()
+        diffs = list(_path_diffs(src, dst, checks, mtime_tolerance, compare_content))
+        entry = src if src is not None else dst
+        if diffs and in_flight is not None and in_flight(src, dst, ancestors):
+            yield {'path': entry['path'], 'category': 'in_flight', 'categories': [d[0] for d in diffs],
+                   'source': None if src is None else src['type'],
+                   'destination': None if dst is None else dst['type']}
         else:
-            for category, src_value, dst_value in _entry_diffs(src, dst, checks, mtime_tolerance, compare_content):
-                yield {'path': src['path'], 'category': category, 'source': src_value, 'destination': dst_value}
+            for category, src_value, dst_value in diffs:
+                yield {'path': entry['path'], 'category': category, 'source': src_value, 'destination': dst_value}
+        if (src is not None and src['type'] == 'dir') or (dst is not None and dst['type'] == 'dir'):
+            ancestors.append((key, src, dst))
 
 
 def _content_comparable(src_header, dst_header, warnings):
     algorithms = (src_header.get('hash'), dst_header.get('hash'))
     if 'none' in algorithms or None in algorithms:
-        warnings.append('content not compared: a manifest has no hashes (hash: none)')
+        warnings.append('content not compared: a manifest has no hashes (mode metadata)')
         return False
     if algorithms[0] != algorithms[1]:
         warnings.append('content not compared: hash algorithms differ (%s vs %s)' % algorithms)
         return False
+    if src_header.get('sample') != dst_header.get('sample'):
+        warnings.append('the two manifests sampled differently: content compared only where both hashed')
     return True
 
 
@@ -536,33 +835,81 @@ def validate_checks(checks):
     return frozenset(checks)
 
 
-def compare_manifests(src_path, dst_path, checks=ALL_CHECKS, mtime_tolerance=1.0, max_examples=20, report=None):
+def _abs_bytes(root, rel):
+    return os.path.join(os.fsencode(root), path_bytes(rel))
+
+
+class _PathList(object):
+    """NUL-separated absolute paths, each once (a path's differences come together)."""
+
+    def __init__(self, path, root):
+        self.root = root
+        self.count = 0
+        self._last = None
+        self._fh = open(path, 'wb') if path else None
+
+    def add(self, rel):
+        if self._fh is None or rel == self._last:
+            return
+        self._last = rel
+        self.count += 1
+        self._fh.write(_abs_bytes(self.root, rel) + b'\0')
+
+    def close(self):
+        if self._fh is not None:
+            self._fh.close()
+
+
+def compare_manifests(src_path, dst_path, checks=ALL_CHECKS, mtime_tolerance=1.0, max_examples=20, report=None,
+                      settle=0, repost_list=None, delete_list=None):
     """Merge-compare two manifest files; stream every difference to ``report`` if given.
 
     Returns ``differences`` (total), ``counts`` per enabled category, the first
-    ``max_examples`` difference dicts as ``examples``, ``source_entries``,
+    ``max_examples`` difference dicts as ``examples``, ``in_flight`` (paths
+    tolerated, see InFlight) with ``in_flight_examples``, ``source_entries``,
     ``destination_entries``, ``source_errors``, ``destination_errors`` (entries
-    carrying ``error``), ``in_sync`` and ``warnings`` (list of text).
+    carrying ``error``), ``in_sync``, ``repost`` and ``delete`` (numbers of
+    paths written to the lists) and ``warnings`` (list of text).
+
+    ``repost_list`` receives the absolute source path of every path with a
+    difference in REPOST_CATEGORIES, ``delete_list`` the absolute destination
+    path of every extra, both NUL-separated, for a repair.
     Raises ManifestError on an invalid manifest, OSError when unreadable.
     """
     checks = validate_checks(checks)
     result = {'differences': 0, 'counts': dict((c, 0) for c in ALL_CHECKS if c in checks),
-              'examples': [], 'warnings': []}
+              'examples': [], 'in_flight': 0, 'in_flight_examples': [], 'warnings': []}
     with ManifestReader(src_path) as src, ManifestReader(dst_path) as dst:
         compare_content = 'content' in checks and _content_comparable(src.header, dst.header, result['warnings'])
+        in_flight = InFlight(settle, src.header, dst.header)
+        if settle and not in_flight.enabled:
+            result['warnings'].append('settle ignored: a manifest header lacks "started"')
         out = open(report, 'wb') if report else None
+        repost = _PathList(repost_list, src.header.get('root', ''))
+        delete = _PathList(delete_list, dst.header.get('root', ''))
         try:
-            for diff in iter_differences(src, dst, checks, mtime_tolerance, compare_content):
-                result['differences'] += 1
-                result['counts'][diff['category']] += 1
-                if len(result['examples']) < max_examples:
-                    result['examples'].append(diff)
+            for diff in iter_differences(src, dst, checks, mtime_tolerance, compare_content, in_flight):
+                if diff['category'] == 'in_flight':
+                    result['in_flight'] += 1
+                    if len(result['in_flight_examples']) < max_examples:
+                        result['in_flight_examples'].append(diff)
+                else:
+                    result['differences'] += 1
+                    result['counts'][diff['category']] += 1
+                    if len(result['examples']) < max_examples:
+                        result['examples'].append(diff)
+                    if diff['category'] in REPOST_CATEGORIES:
+                        repost.add(diff['path'])
+                    elif diff['category'] == 'extra':
+                        delete.add(diff['path'])
                 if out is not None:
                     out.write(dump_line(diff))
         finally:
-            if out is not None:
-                out.close()
+            for stream in (out, repost, delete):
+                if stream is not None:
+                    stream.close()
         result.update(source_entries=src.entries, destination_entries=dst.entries,
-                      source_errors=src.errors, destination_errors=dst.errors)
+                      source_errors=src.errors, destination_errors=dst.errors,
+                      repost=repost.count, delete=delete.count)
     result['in_sync'] = result['differences'] == 0
     return result

@@ -20,8 +20,15 @@ description:
     V(type) differs in type (file, dir, symlink, other), then nothing else is compared for
     that path; V(size), V(content) and V(mtime) concern regular files only; V(content)
     is compared only when both manifests hold hashes of the same algorithm (a warning says
-    otherwise); V(symlink_target) concerns symlinks; V(mode) concerns everything but symlinks.
+    otherwise); V(symlink_target) concerns symlinks; V(mode) concerns everything but symlinks;
+    V(unreadable) is an entry that could not be fully read on either side (its C(error)).
     Directory sizes and mtimes are never compared, they depend on the file system.
+  - With O(settle), differences of paths the mirror may still be fixing are counted in
+    RV(in_flight) instead. A path is in flight when it changed (mtime or ctime) less than
+    O(settle) seconds before the scan of its side started, on either side; a path missing on the
+    destination also when a source directory above it that the destination lacks too changed
+    lately (a directory created or moved in); an extra path also when its nearest directory that
+    exists on the source changed lately (something deleted or moved away there).
   - The module never fails because of differences, so the playbook decides what to do with
     RV(in_sync) and RV(counts). It fails on a missing, unreadable or invalid manifest.
 author:
@@ -43,18 +50,37 @@ options:
         for example V(mtime) when the mirror does not preserve times.
     type: list
     elements: str
-    choices: [missing, extra, type, size, content, symlink_target, mode, mtime]
-    default: [missing, extra, type, size, content, symlink_target, mode, mtime]
+    choices: [missing, extra, type, size, content, symlink_target, mode, mtime, unreadable]
+    default: [missing, extra, type, size, content, symlink_target, mode, mtime, unreadable]
   mtime_tolerance:
     description:
       - Largest difference of file modification times, in seconds, that is not reported.
     type: float
     default: 1.0
+  settle:
+    description:
+      - Seconds; differences of paths changed more recently than this before the scans are
+        in flight, not differences. V(0) turns this off.
+    type: float
+    default: 0
   max_examples:
     description:
-      - Number of differences returned in RV(examples), the first ones in path order.
+      - Number of differences returned in RV(examples), the first ones in tree order, and of
+        in-flight paths in RV(in_flight_examples).
     type: int
     default: 20
+  repost_list:
+    description:
+      - File to write, NUL-separated, the absolute source path (source manifest root + path) of
+        every path with a difference the flow repairs when the path is posted again (V(missing),
+        V(type), V(size), V(content), V(symlink_target), V(mode), V(mtime)). Paths in flight are
+        left out. Not written when omitted.
+    type: path
+  delete_list:
+    description:
+      - File to write, NUL-separated, the absolute destination path of every V(extra) path not in
+        flight. Not written when omitted.
+    type: path
   report:
     description:
       - File to write every difference to, one JSON object per line, in the same
@@ -65,7 +91,7 @@ attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Only reads the manifests. O(report) is written in check mode too, and changed is always false.
+    details: Only reads the manifests. O(report) and the lists are written in check mode too, and changed is always false.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in diff mode).
     support: none
@@ -91,6 +117,14 @@ EXAMPLES = r"""
     source: /var/tmp/primary.manifest
     destination: /var/tmp/secondary.manifest
     checks: [missing, extra, type, size, content]
+
+- name: Tolerate what changed in the last minute, and list what to repair
+  sr3.hpc_mirror.manifest_compare:
+    source: /var/tmp/primary.manifest
+    destination: /var/tmp/secondary.manifest
+    settle: 60
+    repost_list: /var/tmp/repost.list
+    delete_list: /var/tmp/delete.list
 """
 
 RETURN = r"""
@@ -108,10 +142,11 @@ counts:
   description: Number of differences per enabled category.
   returned: success
   type: dict
-  sample: {"missing": 2, "extra": 0, "type": 0, "size": 1, "content": 1, "symlink_target": 0, "mode": 0, "mtime": 0}
+  sample: {"missing": 2, "extra": 0, "type": 0, "size": 1, "content": 1, "symlink_target": 0, "mode": 0, "mtime": 0,
+           "unreadable": 0}
 examples:
   description:
-    - The first O(max_examples) differences in path order.
+    - The first O(max_examples) differences in tree order.
     - Bytes of names that are not valid UTF-8 are shown as C(\xNN).
   returned: success
   type: list
@@ -134,6 +169,28 @@ examples:
       type: raw
       sample: 512
   sample: [{"path": "run/2024/out.nc", "category": "size", "source": 1024, "destination": 512}]
+in_flight:
+  description: Number of paths with differences tolerated as in flight (see O(settle)).
+  returned: success
+  type: int
+  sample: 2
+in_flight_examples:
+  description: The first O(max_examples) paths in flight, with the C(categories) they would be in.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"path": "run/new.nc", "category": "in_flight", "categories": ["missing"], "source": "file",
+            "destination": null}]
+repost:
+  description: Number of source paths written to O(repost_list) (0 when not written).
+  returned: success
+  type: int
+  sample: 3
+delete:
+  description: Number of destination paths written to O(delete_list) (0 when not written).
+  returned: success
+  type: int
+  sample: 0
 source_entries:
   description: Number of entries in the source manifest.
   returned: success
@@ -182,20 +239,27 @@ def main():
             destination=dict(type='path', required=True),
             checks=dict(type='list', elements='str', choices=list(ALL_CHECKS), default=list(ALL_CHECKS)),
             mtime_tolerance=dict(type='float', default=1.0),
+            settle=dict(type='float', default=0),
             max_examples=dict(type='int', default=20),
             report=dict(type='path'),
+            repost_list=dict(type='path'),
+            delete_list=dict(type='path'),
         ),
         supports_check_mode=True,
     )
     params = module.params
     if params['max_examples'] < 0:
         module.fail_json(msg='max_examples must be 0 or more, got %d' % params['max_examples'])
+    if params['settle'] < 0:
+        module.fail_json(msg='settle must be 0 or more, got %s' % params['settle'])
     if params['mtime_tolerance'] < 0:
         module.fail_json(msg='mtime_tolerance must be 0 or more, got %s' % params['mtime_tolerance'])
     try:
         result = compare_manifests(params['source'], params['destination'], checks=params['checks'],
                                    mtime_tolerance=params['mtime_tolerance'],
-                                   max_examples=params['max_examples'], report=params['report'])
+                                   max_examples=params['max_examples'], report=params['report'],
+                                   settle=params['settle'], repost_list=params['repost_list'],
+                                   delete_list=params['delete_list'])
     except ManifestError as exc:
         module.fail_json(msg='invalid manifest: %s' % exc)
     except (IOError, OSError) as exc:
@@ -203,6 +267,7 @@ def main():
     for warning in result.pop('warnings'):
         module.warn(warning)
     result['examples'] = [printable_example(d) for d in result['examples']]
+    result['in_flight_examples'] = [printable_example(d) for d in result['in_flight_examples']]
     if params['report']:
         result['report'] = params['report']
     # Differences are findings, not failures: the playbook decides.

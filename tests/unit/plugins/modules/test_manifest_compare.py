@@ -33,9 +33,9 @@ def trees(tmp_path):
     return src, dst
 
 
-def manifests(tmp_path, src, dst, hash_name='blake2b'):
-    write_manifest(str(src), str(tmp_path / 'src.manifest'), hash_name)
-    write_manifest(str(dst), str(tmp_path / 'dst.manifest'), hash_name)
+def manifests(tmp_path, src, dst, mode='content'):
+    write_manifest(str(src), str(tmp_path / 'src.manifest'), mode)
+    write_manifest(str(dst), str(tmp_path / 'dst.manifest'), mode)
     return dict(source=str(tmp_path / 'src.manifest'), destination=str(tmp_path / 'dst.manifest'))
 
 
@@ -45,7 +45,9 @@ def test_in_sync(run, tmp_path, trees):
     assert result['in_sync'] is True and result['changed'] is False and result['differences'] == 0
     assert result['source_entries'] == result['destination_entries'] == 3
     assert result['source_errors'] == result['destination_errors'] == 0
-    assert set(result['counts']) == set(['missing', 'extra', 'type', 'size', 'content', 'symlink_target', 'mode', 'mtime'])
+    assert set(result['counts']) == set(['missing', 'extra', 'type', 'size', 'content', 'symlink_target', 'mode', 'mtime',
+                                         'unreadable'])
+    assert result['in_flight'] == 0 and result['in_flight_examples'] == []
     assert 'report' not in result and not result.get('warnings')
 
 
@@ -74,13 +76,14 @@ def test_checks_and_tolerance(run, tmp_path, trees):
     os.utime(str(dst / 'top.bin'), (0, st.st_mtime + 5))
     os.chmod(str(dst / 'top.bin'), 0o600)
     paths = manifests(tmp_path, src, dst)
-    assert run(**paths)['counts'] == dict(missing=0, extra=0, type=0, size=0, content=0, symlink_target=0, mode=1, mtime=1)
+    assert run(**paths)['counts'] == dict(missing=0, extra=0, type=0, size=0, content=0, symlink_target=0, mode=1, mtime=1,
+                                         unreadable=0)
     result = run(checks=['missing', 'mtime'], mtime_tolerance=10.0, **paths)
     assert result['in_sync'] is True and result['counts'] == {'missing': 0, 'mtime': 0}
 
 
 def test_check_mode_and_warning(run, tmp_path, trees):
-    result = run(_ansible_check_mode=True, **manifests(tmp_path, *trees, hash_name='none'))
+    result = run(_ansible_check_mode=True, **manifests(tmp_path, *trees, mode='metadata'))
     assert result['in_sync'] is True and result['changed'] is False
     # ansible-core 2.19 returns structured warnings, older versions plain text.
     assert 'no hashes' in json.dumps(result['warnings'])
@@ -91,7 +94,7 @@ def test_invalid_manifest_fails(run, tmp_path, trees):
     with open(paths['destination'], 'ab') as fh:
         fh.write(b'{"path": "a", "type": "file"}\n')  # out of order
     result = run(**paths)
-    assert result['failed'] and 'invalid manifest' in result['msg'] and 'not sorted' in result['msg']
+    assert result['failed'] and 'invalid manifest' in result['msg'] and 'not in tree order' in result['msg']
 
 
 def test_missing_manifest_fails(run, tmp_path, trees):
@@ -108,3 +111,25 @@ def test_bad_check_name_fails(run, tmp_path, trees):
 def test_negative_max_examples_fails(run, tmp_path, trees):
     result = run(max_examples=-1, **manifests(tmp_path, *trees))
     assert result['failed'] and 'max_examples' in result['msg']
+
+
+def test_settle_and_repair_lists(run, tmp_path, trees):
+    src, dst = trees
+    os.unlink(str(dst / 'dir' / 'a.txt'))
+    (dst / 'extra').write_bytes(b'x')
+    paths = manifests(tmp_path, src, dst)
+    lists = dict(repost_list=str(tmp_path / 'repost'), delete_list=str(tmp_path / 'delete'))
+    result = run(**dict(paths, **lists))
+    assert result['repost'] == 1 and result['delete'] == 1 and result['differences'] == 2
+    assert (tmp_path / 'repost').read_bytes() == os.fsencode(str(src / 'dir' / 'a.txt')) + b'\0'
+    assert (tmp_path / 'delete').read_bytes() == os.fsencode(str(dst / 'extra')) + b'\0'
+    # everything was just written: with a long settle it is all in flight
+    result = run(settle=3600, **dict(paths, **lists))
+    assert result['in_sync'] is True and result['in_flight'] == 2 and result['repost'] == 0
+    assert sorted(e['path'] for e in result['in_flight_examples']) == ['dir/a.txt', 'extra']
+    assert (tmp_path / 'repost').read_bytes() == b''
+
+
+def test_negative_settle_fails(run, tmp_path, trees):
+    result = run(settle=-1, **manifests(tmp_path, *trees))
+    assert result['failed'] and 'settle' in result['msg']

@@ -7,12 +7,16 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import functools
+import importlib.util
 import os
 
 import pytest
 
 from ansible_collections.sr3.hpc_mirror.plugins.module_utils.manifest import ManifestReader
 from ansible_collections.sr3.hpc_mirror.plugins.modules import tree_manifest
+
+
+XXHASH = importlib.util.find_spec('xxhash') is not None
 
 
 @pytest.fixture
@@ -34,7 +38,9 @@ def test_writes_manifest(run, tree, tmp_path):
     dest = str(tmp_path / 'tree.manifest')
     result = run(path=str(tree), dest=dest)
     assert 'failed' not in result, result
-    assert result['changed'] is False and result['dest'] == dest and result['hash'] == 'blake2b'
+    assert result['changed'] is False and result['dest'] == dest and result['scan_mode'] == 'content'
+    assert result['hash'] == ('xxh3' if XXHASH else 'blake2b')
+    assert result['hashed_files'] == 2 and result['hashed_bytes'] == 12
     assert result['entries'] == 4 and result['bytes'] == 12 and result['errors'] == 0
     assert result['counts'] == {'file': 2, 'dir': 1, 'symlink': 1, 'other': 0}
     assert result['duration'] >= 0
@@ -45,11 +51,37 @@ def test_writes_manifest(run, tree, tmp_path):
 
 def test_options(run, tree, tmp_path):
     dest = str(tmp_path / 'm')
-    result = run(path=str(tree), dest=dest, hash='none', exclude=[r'\.tmp$'])
-    assert result['entries'] == 3 and result['hash'] == 'none'
+    result = run(path=str(tree), dest=dest, mode='metadata', exclude=[r'^dir$'], reject=[r'.*\.tmp$'])
+    assert result['entries'] == 1 and result['hash'] == 'none' and result['hashed_files'] == 0
     with ManifestReader(dest) as reader:
-        assert reader.header['exclude'] == [r'\.tmp$']
-        assert not any('hash' in e for _k, e in reader)
+        assert reader.header['exclude'] == [r'^dir$'] and reader.header['reject'] == [r'.*\.tmp$']
+        assert reader.header['reject_base'] == 'file:%s/' % tree
+        assert [e['path'] for _k, e in reader] == ['link']
+
+
+def test_reject_root_is_the_source_url(run, tree, tmp_path):
+    dest = str(tmp_path / 'm')
+    result = run(path=str(tree), dest=dest, mode='metadata', reject=['^file:/primary/dir/.*'], reject_root='/primary')
+    assert result['entries'] == 3
+    with ManifestReader(dest) as reader:
+        assert [e['path'] for _k, e in reader] == ['b.tmp', 'dir', 'link']
+
+
+def test_sample_mode(run, tree, tmp_path):
+    result = run(path=str(tree), dest=str(tmp_path / 'm'), mode='sample', sample_count=1, sample_seed='s')
+    assert 'failed' not in result, result
+    assert result['hashed_files'] == 1 and result['scan_mode'] == 'sample'
+    result = run(path=str(tree), dest=str(tmp_path / 'm'), mode='sample')
+    assert result['failed'] and 'sample_fraction or sample_count' in result['msg']
+    result = run(path=str(tree), dest=str(tmp_path / 'm'), mode='sample', sample_fraction=2.0)
+    assert result['failed'] and 'sample_fraction' in result['msg']
+
+
+def test_explicit_hash_and_bad_fallback(run, tree, tmp_path):
+    result = run(path=str(tree), dest=str(tmp_path / 'm'), hash='sha256', hash_fallback='')
+    assert result['hash'] == 'sha256'
+    result = run(path=str(tree), dest=str(tmp_path / 'm'), hash_fallback='crc32')
+    assert result['failed'] and 'hash_fallback' in result['msg']
 
 
 def test_check_mode_still_writes(run, tree, tmp_path):
