@@ -113,9 +113,17 @@ def printable(text):
 _ENCODER = json.JSONEncoder(ensure_ascii=True, sort_keys=True, separators=(',', ':'))
 
 
+_DECODE = json.JSONDecoder().decode
+
+
 def dump_line(obj):
     """One JSON line (bytes); ensure_ascii keeps lone surrogates and newlines escaped."""
     return _ENCODER.encode(obj).encode('ascii') + b'\n'
+
+
+def load_line(line):
+    """Parse one JSON line (bytes). Lines are ASCII, so skip json.loads' encoding detection."""
+    return _DECODE(line.decode('utf-8'))
 
 
 def _error_text(exc):
@@ -130,13 +138,15 @@ def compile_excludes(patterns):
     return [re.compile(p) for p in patterns or ()]
 
 
-def reject_url_base(source_root):
+def reject_url_base(source_root, base_url='file:/'):
     """What sr3 prefixes a relative path with before matching reject patterns.
 
-    The flow posts with ``post_baseUrl file:/``, so the copier matches its
-    ``reject`` regexes with ``re.match`` against ``file:/<absolute source path>``.
+    The flow posts absolute source paths under ``post_baseUrl`` (``file:/``,
+    or ``sftp://user@host/``), and sr3 matches its ``reject`` regexes with
+    ``re.match`` against ``baseUrl`` + path: for file:/ that is
+    ``file:/<absolute source path>``.
     """
-    return 'file:' + os.path.normpath(source_root).rstrip('/') + '/'
+    return base_url.rstrip('/') + '/' + os.path.normpath(source_root).strip('/') + '/'
 
 
 class Selector(object):
@@ -420,7 +430,7 @@ class Sampler(object):
 # ---------------------------------------------------------------- sorting
 
 def _entry_key(line):
-    return path_key(json.loads(line)['path'])
+    return path_key(load_line(line)['path'])
 
 
 def _spill(batch, tmp_dir):
@@ -555,7 +565,7 @@ def _patched(lines, sampler, hash_name, workers, stats):
         if hashes is None:
             hashes = _hash_chosen(sampler, hash_name, workers)
         if key in hashes:
-            entry = json.loads(line)
+            entry = load_line(line)
             digest, error = hashes[key]
             if digest is not None:
                 entry['hash'] = digest
@@ -634,7 +644,7 @@ class ManifestReader(object):
 
     def _parse(self, line, lineno):
         try:
-            obj = json.loads(line)
+            obj = load_line(line)
         except ValueError as exc:
             self._fail(lineno, 'invalid JSON (%s)' % exc)
         if not isinstance(obj, dict):

@@ -76,8 +76,8 @@ options:
   reject:
     description:
       - The mirror's sr3 C(reject) patterns, applied as the copier applies them - C(re.match) against
-        the URL C(file:<reject_root>/<relative path>) the flow posts - so that entries the copier never
-        copies are left out of both manifests.
+        the URL the flow posts, C(file:<reject_root>/<relative path>) with the default O(reject_base_url) -
+        so that entries the copier never copies are left out of both manifests.
       - Only the matching entry is left out, not what lies below a matching directory, like sr3.
     type: list
     elements: str
@@ -87,6 +87,12 @@ options:
       - Source tree of the flow, as the copier sees it in the URLs of the events. Give the same value
         on the source and on the destination side. Defaults to O(path).
     type: path
+  reject_base_url:
+    description:
+      - The C(post_baseUrl) of the flow's posting config; the URL matched is this, then O(reject_root)
+        without its leading slash, then the relative path.
+    type: str
+    default: file:/
   sample_fraction:
     description:
       - V(sample) mode, fraction of the regular files hashed, above 0 and at most 1.
@@ -274,6 +280,7 @@ def main():
             exclude=dict(type='list', elements='str', default=[]),
             reject=dict(type='list', elements='str', default=[]),
             reject_root=dict(type='path'),
+            reject_base_url=dict(type='str', default='file:/'),
             sample_fraction=dict(type='float'),
             sample_count=dict(type='int'),
             sample_seed=dict(type='str', default='', no_log=False),
@@ -290,7 +297,7 @@ def main():
         stats = write_manifest(
             params['path'], params['dest'], mode=params['mode'], hash_name=hash_name,
             exclude=params['exclude'], reject=params['reject'],
-            reject_base=reject_url_base(params['reject_root'] or params['path']),
+            reject_base=reject_url_base(params['reject_root'] or params['path'], params['reject_base_url']),
             sample_fraction=params['sample_fraction'], sample_count=params['sample_count'],
             sample_seed=params['sample_seed'], workers=params['workers'])
     except OSError as exc:

@@ -65,6 +65,11 @@ def test_reject_root_is_the_source_url(run, tree, tmp_path):
     assert result['entries'] == 3
     with ManifestReader(dest) as reader:
         assert [e['path'] for _k, e in reader] == ['b.tmp', 'dir', 'link']
+    result = run(path=str(tree), dest=dest, mode='metadata', reject=['^sftp://u@h/primary/b.*'], reject_root='/primary',
+                 reject_base_url='sftp://u@h/')
+    assert result['entries'] == 3
+    with ManifestReader(dest) as reader:
+        assert reader.header['reject_base'] == 'sftp://u@h/primary/'
 
 
 def test_sample_mode(run, tree, tmp_path):
