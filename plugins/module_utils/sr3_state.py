@@ -50,8 +50,11 @@ ACTION_DECLARED = 'declared'
 ACTION_STARTED = 'started'
 ACTION_RESTARTED = 'restarted'
 ACTION_STOPPED = 'stopped'
+ACTION_REMOVED = 'removed'
 
-STATES = ('declared', 'started', 'stopped', 'restarted')
+STATES = ('present', 'declared', 'started', 'stopped', 'restarted', 'absent')
+# states where a config without its file is fine (and simply not running)
+STATES_WITHOUT_FILE = ('stopped', 'absent')
 
 _NAME_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.+-]*$')
 _PID_RE = re.compile(r'(?:_|^i)(\d+)\.pid$')
@@ -349,6 +352,104 @@ def parse_probe_output(text):
     return None
 
 
+def probe_sarracenia(run, sr3, names, warn):
+    """Ask the venv's sarracenia about configs; {} (after a warning) when impossible.
+
+    ``run(argv)`` returns (rc, output, timed_out); the probe runs with the
+    ``python3`` next to ``sr3``.
+    """
+    python = os.path.join(os.path.dirname(sr3), 'python3')
+    if not names:
+        return {}
+    if not os.access(python, os.X_OK):
+        warn('%s not found: expected instances read from the .conf files' % python)
+        return {}
+    rc, output, timed_out = run([python, '-c', SARRACENIA_PROBE, json.dumps(names)])
+    result = parse_probe_output(output)
+    if result is None:
+        warn('reading configs with sarracenia failed (rc=%s%s), expected instances '
+             'read from the .conf files: %s' % (rc, ', timed out' if timed_out else '', output[-1000:]))
+        return {}
+    return result
+
+
+def describe_configs(refs, probe, warn, config_dir, cache_dir):
+    """Per config facts: existence, expected instances, statehost, paths, files to hash.
+
+    ``refs`` is [(name, component, config)], ``probe`` what probe_sarracenia
+    returned for the existing ones.
+    """
+    cache_dir = probe.get('cache_dir', cache_dir)
+    probed = probe.get('configs', {})
+    infos = {}
+    for name, component, config in refs:
+        exists = os.path.isfile(config_path(config_dir, component, config))
+        info = {'name': name, 'component': component, 'config': config, 'exists': exists}
+        data = probed.get(name, {})
+        if not exists:
+            data = {'expected': 0, 'statehost': False, 'files': []}
+        elif 'expected' not in data:
+            if probed:
+                warn('%s: sarracenia could not load it (%s), using the .conf file'
+                     % (name, data.get('error', 'no answer')))
+            data = fallback_info(config_dir, component, config)
+        hostdir = (data.get('hostdir') or default_hostdir()) if data['statehost'] else None
+        info.update(expected=data['expected'], files=data['files'], hostdir=hostdir,
+                    state_dir=state_dir(cache_dir, component, config, hostdir),
+                    cache_dir=cache_dir, config_path=config_path(config_dir, component, config))
+        # a removed config may have run with or without statehost: look in both
+        info['pid_dirs'] = [info['state_dir']]
+        info['hostdirs'] = [hostdir]
+        if not exists:
+            info['pid_dirs'].append(state_dir(cache_dir, component, config, default_hostdir()))
+            info['hostdirs'].append(default_hostdir())
+        infos[name] = info
+    return infos
+
+
+def live_in_dirs(info):
+    """{instance: pid} running now for one described config."""
+    found = {}
+    for directory in info['pid_dirs']:
+        found.update(running_instances(directory, info['component'], info['config']))
+    return found
+
+
+def metrics_path(cache_dir, component, config, instance, hostdir=None):
+    """Per instance metrics JSON, as sarracenia.config.get_metrics_filename names it."""
+    return os.path.join(state_base(cache_dir, hostdir), 'metrics',
+                        '%s_%s_%02d.json' % (component, config, instance))
+
+
+def metrics_files(cache_dir, component, config, hostdir=None):
+    """{instance: path} of the metrics files of one config (rotated copies left out)."""
+    directory = os.path.join(state_base(cache_dir, hostdir), 'metrics')
+    prefix = '%s_%s_' % (component, config)
+    found = {}
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return found
+    for name in names:
+        rest = name[len(prefix):] if name.startswith(prefix) else ''
+        if len(rest) == 7 and rest.endswith('.json') and rest[:2].isdigit():
+            found[int(rest[:2])] = os.path.join(directory, name)
+    return found
+
+
+def metrics_leftovers(cache_dir, component, config, hostdir=None):
+    """Metrics files of one config including sr3's dated copies (logMetrics)."""
+    directory = os.path.join(state_base(cache_dir, hostdir), 'metrics')
+    prefix = '%s_%s_' % (component, config)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(os.path.join(directory, n) for n in names
+                  if n.startswith(prefix) and n[len(prefix):len(prefix) + 2].isdigit()
+                  and n[len(prefix) + 2:len(prefix) + 7] == '.json')
+
+
 # --------------------------------------------------------------------------
 # declare markers
 # --------------------------------------------------------------------------
@@ -400,7 +501,8 @@ def decide_action(state, expected, running, restart=False):
     pid file on a partially running one), so partial and over-full configs
     are restarted instead.
     """
-    if state == 'stopped':
+    if state in ('stopped', 'absent'):
+        # absent: stop first; removal is decided by needs_removal()
         return ACTION_STOPPED if running > 0 else ACTION_NONE
     if state == 'restarted':
         return ACTION_RESTARTED if (expected > 0 or running > 0) else ACTION_NONE
@@ -410,7 +512,12 @@ def decide_action(state, expected, running, restart=False):
         if running != expected or restart:
             return ACTION_RESTARTED
         return ACTION_NONE
-    return ACTION_NONE  # 'declared' leaves the run state alone
+    return ACTION_NONE  # 'declared' and 'present' leave the run state alone
+
+
+def needs_removal(config_exists, state_exists, metrics_files, running):
+    """state=absent: anything of the config left on this host?"""
+    return bool(config_exists or state_exists or metrics_files or running)
 
 
 def wanted_running(action, expected, running):

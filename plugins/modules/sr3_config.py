@@ -10,11 +10,11 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 ---
 module: sr3_config
-short_description: Manage the run state of MetPX Sarracenia (sr3) configurations idempotently
+short_description: Manage the lifecycle of MetPX Sarracenia (sr3) configurations idempotently
 version_added: "0.1.0"
 description:
-  - Declares, starts, stops or restarts sr3 configurations (C(component/config))
-    of the user the module runs as, and only calls C(sr3) for configurations
+  - Checks, declares, starts, stops, restarts or removes sr3 configurations
+    (C(component/config)) of the user the module runs as, and only calls C(sr3) for configurations
     whose state differs from the requested one.
   - The expected number of instances of each configuration is read with the
     venv's own sarracenia config loader (so C(default.conf), C(admin.conf),
@@ -57,12 +57,14 @@ options:
       - Configurations to manage, each as C(component/config) without the
         C(.conf) suffix, for example C(shovel/mirror_copy).
       - The configuration files must exist in C(~/.config/sr3/<component>/)
-        except with O(state=stopped), where a missing file is fine.
+        except with O(state=stopped) and O(state=absent), where a missing file is fine.
     type: list
     elements: str
     required: true
   state:
     description:
+      - V(present) only checks that the configuration files exist (and
+        reports running and expected instances); nothing is changed.
       - V(declared) declares exchanges and queues on the broker
         (C(sr3 declare)) for configurations whose declare marker is missing or
         out of date; the run state is left alone.
@@ -71,8 +73,15 @@ options:
         restarted.
       - V(stopped) stops configurations that have running instances.
       - V(restarted) always restarts the configurations (always changed).
+      - V(absent) stops the configurations, deletes their queues
+        (C(sr3 cleanup)), then removes the configuration file, the state
+        directory (pid files, retry queues, declare marker) and the metrics
+        files. Logs stay. Exchanges are only deleted by C(sr3 cleanup) with an
+        admin broker account; delete them on the broker (the collection's
+        C(remove.yml) does). A config without its file still gets its running
+        instances stopped and its leftovers removed.
     type: str
-    choices: [declared, started, stopped, restarted]
+    choices: [present, declared, started, stopped, restarted, absent]
     default: started
   restart:
     description:
@@ -141,6 +150,14 @@ EXAMPLES = r'''
   become: true
   become_user: opsm
 
+- name: Remove a flow from this host (processes, queues, config, state)
+  sr3.hpc_mirror.sr3_config:
+    sr3: /home/opsm/venv/bin/sr3
+    configs: [winnow/m00, sarra/m_copy, shovel/m_tally]
+    state: absent
+  become: true
+  become_user: opsm
+
 - name: Stop a flow before removing its configuration
   sr3.hpc_mirror.sr3_config:
     sr3: /home/opsm/venv/bin/sr3
@@ -179,13 +196,16 @@ configs:
         - What was done (or would be in check mode).
         - V(declared) only when declaring was the sole action; see RV(configs.declared).
       type: str
-      choices: [none, declared, started, restarted, stopped]
+      choices: [none, declared, started, restarted, stopped, removed]
     declared:
       description: Whether C(sr3 declare) ran (or would run) for this configuration.
       type: bool
     state_dir:
       description: The configuration's sr3 state directory (pid files, queue name, marker).
       type: str
+    present:
+      description: Whether the configuration file exists after the module ran (would, in check mode).
+      type: bool
 commands:
   description: The sr3 commands run, in order (empty in check mode).
   returned: always
@@ -210,16 +230,18 @@ commands:
       type: str
 '''
 
+import errno
 import os
+import shutil
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sr3.hpc_mirror.plugins.module_utils.sr3_state import (
-    ACTION_DECLARED, ACTION_NONE, ACTION_RESTARTED, ACTION_STARTED,
-    ACTION_STOPPED, SARRACENIA_PROBE, config_path, decide_action,
-    default_hostdir, default_user_dirs, error_lines, fallback_info, home_dir,
-    files_digest, is_disabled, log_path, marker_is_current, parse_config_name,
-    parse_probe_output, run_command, run_state, running_instances, state_dir,
+    ACTION_DECLARED, ACTION_NONE, ACTION_REMOVED, ACTION_RESTARTED, ACTION_STARTED,
+    ACTION_STOPPED, STATES, STATES_WITHOUT_FILE, config_path, decide_action,
+    default_user_dirs, describe_configs, error_lines, home_dir,
+    files_digest, is_disabled, live_in_dirs, log_path, marker_is_current, metrics_leftovers,
+    needs_removal, parse_config_name, probe_sarracenia, run_command, run_state,
     tail, terminate_pids, wait_stable, wanted_running, write_marker,
 )
 
@@ -252,7 +274,7 @@ class Sr3Runner(object):
         # only declare (and cleanup/remove) insist on the count for several configs;
         # stop/restart would also kill foreground instances with it set
         argv = [self.sr3]
-        if action == 'declare':
+        if action in ('declare', 'cleanup'):
             argv.append('--dangerWillRobinson=%d' % len(names))
         return self.run(argv + [action] + list(names))
 
@@ -276,21 +298,12 @@ def parse_names(module, names):
 
 def probe_configs(module, runner, names):
     """Ask the venv's sarracenia about the configs; {} if that is impossible."""
-    python = os.path.join(os.path.dirname(runner.sr3), 'python3')
-    if not names:
-        return {}
-    if not os.access(python, os.X_OK):
-        module.warn('%s not found: expected instances read from the .conf files' % python)
-        return {}
-    rc, output, timed_out = runner.run([python, '-c', SARRACENIA_PROBE, module.jsonify(names)],
-                                       record=False)
-    result = parse_probe_output(output)
-    if result is None:
-        module.warn('reading configs with sarracenia failed (rc=%s%s), expected instances '
-                    'read from the .conf files: %s'
-                    % (rc, ', timed out' if timed_out else '', output[-1000:]))
-        return {}
-    return result
+    return probe_sarracenia(lambda argv: runner.run(argv, record=False), runner.sr3, names, module.warn)
+
+
+def any_config_file_exists(refs):
+    config_dir = default_user_dirs()[0]
+    return any(os.path.isfile(config_path(config_dir, c, f)) for n, c, f in refs)
 
 
 def all_config_files_exist(refs):
@@ -301,43 +314,26 @@ def all_config_files_exist(refs):
 def collect(module, runner, refs):
     """Per config facts: paths, expected instances, statehost, files to hash."""
     config_dir, cache_dir = default_user_dirs()
-    exists = dict((n, os.path.isfile(config_path(config_dir, c, f))) for n, c, f in refs)
-    missing = [n for n, c, f in refs if not exists[n]]
-    if missing and module.params['state'] != 'stopped':
+    missing = [n for n, c, f in refs if not os.path.isfile(config_path(config_dir, c, f))]
+    if missing and module.params['state'] not in STATES_WITHOUT_FILE:
         module.fail_json(msg='sr3 config files not found in %s: %s' % (config_dir, ', '.join(missing)))
-
-    probe = probe_configs(module, runner, [n for n, c, f in refs if exists[n]])
-    cache_dir = probe.get('cache_dir', cache_dir)
-    probed = probe.get('configs', {})
-    infos = {}
-    for name, component, config in refs:
-        info = {'name': name, 'component': component, 'config': config, 'exists': exists[name]}
-        data = probed.get(name, {})
-        if not exists[name]:
-            data = {'expected': 0, 'statehost': False, 'files': []}
-        elif 'expected' not in data:
-            if probed:
-                module.warn('%s: sarracenia could not load it (%s), using the .conf file'
-                            % (name, data.get('error', 'no answer')))
-            data = fallback_info(config_dir, component, config)
-        hostdir = (data.get('hostdir') or default_hostdir()) if data['statehost'] else None
-        info.update(expected=data['expected'], files=data['files'], hostdir=hostdir,
-                    state_dir=state_dir(cache_dir, component, config, hostdir),
-                    cache_dir=cache_dir)
-        # a removed config may have run with or without statehost: look in both
-        info['pid_dirs'] = [info['state_dir']]
-        if not exists[name]:
-            info['pid_dirs'].append(state_dir(cache_dir, component, config, default_hostdir()))
-        infos[name] = info
-    return infos
+    probe = probe_configs(module, runner, [n for n, c, f in refs if n not in missing])
+    return describe_configs(refs, probe, module.warn, config_dir, cache_dir)
 
 
 def live(info):
     """{instance: pid} running now for one config."""
-    found = {}
-    for directory in info['pid_dirs']:
-        found.update(running_instances(directory, info['component'], info['config']))
-    return found
+    return live_in_dirs(info)
+
+
+def leftovers(info):
+    """What of a config is on this host: (state dirs, metrics files)."""
+    dirs, metrics = [], []
+    for hostdir, directory in zip(info['hostdirs'], info['pid_dirs']):
+        if os.path.isdir(directory):
+            dirs.append(directory)
+        metrics.extend(metrics_leftovers(info['cache_dir'], info['component'], info['config'], hostdir))
+    return dirs, metrics
 
 
 def plan(module, infos):
@@ -352,6 +348,11 @@ def plan(module, infos):
         info['declare'] = wants_declare and info['exists'] and not info['marker_ok']
         info['run_action'] = decide_action(p['state'], info['expected'],
                                            info['running_before'], p['restart'])
+        info['remove'] = False
+        info['present_before'] = info['exists']
+        if p['state'] == 'absent':
+            dirs, metrics = leftovers(info)
+            info['remove'] = needs_removal(info['exists'], dirs, metrics, info['running_before'])
     blocked = sorted(n for n, i in infos.items()
                      if (i['declare'] or i['run_action'] in (ACTION_STARTED, ACTION_RESTARTED))
                      and is_disabled(i['cache_dir'], i['component'], i['config'], i['hostdir']))
@@ -408,6 +409,33 @@ def wait_for_instances(infos, timeout, settle):
     return wait_stable(reached, timeout, settle, POLL_SECONDS)
 
 
+def remove(module, runner, infos):
+    """state=absent, once nothing runs: queues (sr3 cleanup), then files and state."""
+    todo = [i for i in infos.values() if i['remove']]
+    known = [i['name'] for i in todo if i['exists']]
+    if known:
+        rc, output, timed_out = runner.sr3_action('cleanup', known)
+        errors = error_lines(output)
+        if rc != 0 or timed_out or errors:
+            # the config files stay, so that the next run cleans up again
+            module.fail_json(
+                msg='sr3 cleanup of %s failed (rc=%s%s), config files kept:\n%s'
+                    % (', '.join(known), rc, ', timed out' if timed_out else '',
+                       '\n'.join(errors[-20:]) or output[-1000:]),
+                **build_result(module, infos, runner, False))
+    for info in todo:
+        dirs, metrics = leftovers(info)
+        for path in metrics + ([info['config_path']] if info['exists'] else []):
+            try:
+                os.unlink(path)
+            except OSError as ex:
+                if ex.errno != errno.ENOENT:
+                    raise
+        for directory in dirs:
+            shutil.rmtree(directory)
+        info['exists'] = False
+
+
 def failure_message(infos, timeout, timed_out):
     parts = ['"%s" was terminated after %ss; check "sr3 status" for leftovers'
              % (' '.join(c['cmd'][1:]), timeout) for c in timed_out]
@@ -429,13 +457,17 @@ def failure_message(infos, timeout, timed_out):
 
 
 def final_action(info):
+    if info['remove']:
+        return ACTION_REMOVED
     if info['run_action'] != ACTION_NONE:
         return info['run_action']
     return ACTION_DECLARED if info['declare'] else ACTION_NONE
 
 
-def snapshot(info, running, declared):
-    return {'running': running, 'expected': info['expected'],
+def snapshot(info, running, declared, present=True):
+    if not present:
+        return {'present': False, 'running': running}
+    return {'present': True, 'running': running, 'expected': info['expected'],
             'state': run_state(info['expected'], running), 'declared': declared}
 
 
@@ -451,9 +483,12 @@ def build_result(module, infos, runner, check_mode):
             'running': info['running_before'] if check_mode else running,
             'action': final_action(info), 'declared': info['declare'],
             'state_dir': info['state_dir'],
+            'present': info['exists'] and not (check_mode and info['remove']),
         }
-        before[name] = snapshot(info, info['running_before'], info['marker_ok'])
-        after[name] = snapshot(info, running, info['marker_ok'] or info['declare'])
+        before[name] = snapshot(info, info['running_before'], info['marker_ok'],
+                                info['present_before'])
+        after[name] = snapshot(info, running, info['marker_ok'] or info['declare'],
+                               info['present_before'] and not info['remove'])
     changed = any(c['action'] != ACTION_NONE for c in configs.values())
     result = {'changed': changed, 'configs': configs, 'commands': runner.commands}
     if module._diff:
@@ -468,7 +503,8 @@ def not_installed_yet(module, refs):
     (declare and start everything, or nothing to stop) instead of failing.
     """
     state = module.params['state']
-    action = {'stopped': ACTION_NONE, 'declared': ACTION_DECLARED}.get(state, ACTION_STARTED)
+    action = {'stopped': ACTION_NONE, 'absent': ACTION_NONE, 'present': ACTION_NONE,
+              'declared': ACTION_DECLARED}.get(state, ACTION_STARTED)
     module.warn('sr3 or its configs are not installed yet: check mode reports what a first run would do')
     configs = dict((name, {'component': component, 'expected': None, 'running': 0, 'action': action,
                            'declared': action != ACTION_NONE, 'state_dir': None})
@@ -481,8 +517,7 @@ def main():
         argument_spec=dict(
             sr3=dict(type='path', required=True),
             configs=dict(type='list', elements='str', required=True),
-            state=dict(type='str', default='started',
-                       choices=['declared', 'started', 'stopped', 'restarted']),
+            state=dict(type='str', default='started', choices=list(STATES)),
             restart=dict(type='bool', default=False),
             declare=dict(type='bool', default=True),
             timeout=dict(type='int', default=60),
@@ -494,9 +529,13 @@ def main():
         module.fail_json(msg='timeout must be a positive number of seconds')
     refs = parse_names(module, p['configs'])
     sr3_ready = os.path.isfile(p['sr3']) and os.access(p['sr3'], os.X_OK)
-    if module.check_mode and not (sr3_ready and all_config_files_exist(refs)):
+    # stopped/absent: a missing config file (and then even a missing sr3) is normal
+    file_optional = p['state'] in STATES_WITHOUT_FILE
+    if module.check_mode and not sr3_ready and not any_config_file_exists(refs) and p['state'] != 'absent':
         not_installed_yet(module, refs)
-    if not sr3_ready:
+    if module.check_mode and not file_optional and not all_config_files_exist(refs):
+        not_installed_yet(module, refs)
+    if not sr3_ready and not (file_optional and not any_config_file_exists(refs)):
         module.fail_json(msg='sr3 executable not found or not executable: %s' % p['sr3'])
 
     # sr3 chdirs back to where it started: that must be readable by this user
@@ -514,6 +553,7 @@ def main():
         if not wait_for_instances(infos, 0 if timed_out else p['timeout'], settle):
             result = build_result(module, infos, runner, False)
             module.fail_json(msg=failure_message(infos, p['timeout'], timed_out), **result)
+        remove(module, runner, infos)
 
     module.exit_json(**build_result(module, infos, runner, module.check_mode))
 

@@ -519,3 +519,69 @@ def test_missing_config_is_fine_when_stopped(t_config, tmp_path):
     assert not result.get('failed'), result
     assert result['changed'] is False
     assert result['configs']['shovel/t_cfgmod_does_not_exist']['expected'] == 0
+
+
+def test_present_only_checks_the_file(t_config, tmp_path):
+    result = run_module(tmp_path, configs=[t_config], state='present')
+    assert not result.get('failed'), result
+    assert result['changed'] is False
+    assert result['configs'][t_config]['action'] == 'none'
+    assert result['configs'][t_config]['expected'] == 2
+    assert result['commands'] == []
+    missing = run_module(tmp_path, configs=['shovel/t_cfgmod_does_not_exist'], state='present')
+    assert missing.get('failed') is True
+    assert 'config files not found' in missing['msg']
+
+
+def _queues():
+    out = rabbitmqctl('list_queues', '-p', VHOST, '--no-table-headers', 'name').stdout
+    return out.split()
+
+
+def test_absent_stops_and_removes_config_state_metrics_and_queue(sr3_env, tmp_path):
+    remove_config(OTHER)
+    write_config(OTHER, OTHER_TEXT)
+    try:
+        result = run_module(tmp_path, configs=[OTHER], state='started')
+        assert not result.get('failed'), result
+        assert len(live_pids(OTHER)) == 1
+        queue = [q for q in _queues() if 't_cfgmod2' in q]
+        assert len(queue) == 1, _queues()
+        metrics = os.path.join(CACHE_DIR, 'metrics', 'shovel_t_cfgmod2_01.json')
+        assert wait_for(lambda: os.path.exists(metrics), 30)
+
+        checked = run_module(tmp_path, check=True, diff=True, configs=[OTHER], state='absent')
+        assert not checked.get('failed'), checked
+        assert checked['changed'] is True
+        assert checked['configs'][OTHER]['action'] == 'removed'
+        assert checked['diff']['after'][OTHER] == {'present': False, 'running': 0}
+        assert len(live_pids(OTHER)) == 1 and os.path.exists(os.path.join(CONF_DIR, OTHER + '.conf'))
+
+        result = run_module(tmp_path, configs=[OTHER], state='absent')
+        assert not result.get('failed'), result
+        assert result['changed'] is True
+        assert result['configs'][OTHER]['action'] == 'removed'
+        assert [c['cmd'][-2:] for c in result['commands']] == [['stop', OTHER], ['cleanup', OTHER]]
+        assert live_pids(OTHER) == {}
+        assert not os.path.exists(os.path.join(CONF_DIR, OTHER + '.conf'))
+        assert not os.path.exists(state_dir(OTHER))
+        assert not os.path.exists(metrics)
+        assert queue[0] not in _queues()
+
+        again = run_module(tmp_path, configs=[OTHER], state='absent')
+        assert not again.get('failed'), again
+        assert again['changed'] is False
+        assert again['commands'] == []
+    finally:
+        remove_config(OTHER)
+
+
+def test_absent_removes_leftovers_of_a_config_without_file(sr3_env, tmp_path):
+    name = 'shovel/t_cfgmodgone'
+    leftover = os.path.join(state_dir(name), 'shovel_t_cfgmodgone_01.pid')
+    as_user(['mkdir', '-p', state_dir(name)])
+    as_user(['sh', '-c', 'echo 999999 > %s' % leftover])
+    result = run_module(tmp_path, configs=[name], state='absent')
+    assert not result.get('failed'), result
+    assert result['changed'] is True
+    assert not os.path.exists(state_dir(name))

@@ -1,0 +1,70 @@
+# -*- coding: utf-8 -*-
+# Copyright: sr3.hpc_mirror contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""status_report: rows of several hosts and the broker's queues, judged once."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import pytest
+
+from ansible_collections.sr3.hpc_mirror.plugins.filter.status_report import status_report
+
+D = 'primary_to_secondary'
+COPY, TALLY, WINNOW = 'sarra/m_copy', 'shovel/m_tally', 'winnow/m_00'
+FLOWS = [{'direction': D, 'configs': [TALLY, COPY, WINNOW]}]
+LIMITS = {'max_lag': 60, 'max_retry': 10, 'max_queue': 100, 'max_metrics_age': 120}
+NAMES = {'max_queue': 'status_max_queue'}
+
+
+def row(config, host, running=1, expected=1, present=True, **more):
+    base = {'config': config, 'host': host, 'direction': D, 'present': present, 'running': running,
+            'expected': expected, 'missing': list(range(running + 1, expected + 1)),
+            'state': 'running' if running == expected else 'partial', 'retry': 0, 'lag_mean': 1.0,
+            'lag_max': 2.0, 'files': 3, 'bytes': 3000, 'last_copy_age': 5.0, 'metrics_age': 2.0,
+            'instance_metrics_age': {}}
+    base.update(more)
+    return base
+
+
+def queues(**depths):
+    return [{'labels': {'direction': D},
+             'queue_configs': {COPY: 'q_copy', TALLY: 'q_tally', WINNOW: 'q_w'},
+             'queues': dict((q, {'exists': d is not None, 'messages': d}) for q, d in depths.items())}]
+
+
+HEALTHY = [row(COPY, 'n1', 2, 2), row(COPY, 'n2', 2, 2), row(TALLY, 'n1'), row(WINNOW, 'n1'),
+           row(WINNOW, 'n2', 0, 0, present=False)]
+
+
+@pytest.mark.parametrize('rows, queue_results, problems', [
+    (HEALTHY, queues(q_copy=0, q_tally=0, q_w=0), []),
+    # copiers on two hosts share one queue: one problem, not two
+    (HEALTHY, queues(q_copy=500, q_tally=0, q_w=0),
+     ['queue q_copy: 500 messages queued, over status_max_queue=100']),
+    (HEALTHY, queues(q_copy=0, q_tally=0, q_w=None), ['queue q_w does not exist on the broker']),
+    # a config on no host
+    (HEALTHY[:3], queues(q_copy=0, q_tally=0, q_w=0),
+     ['winnow/m_00 (primary_to_secondary): its config is on no host; deploy the flow']),
+    # a missing instance on one host names that host
+    ([row(COPY, 'n1', 2, 2), row(COPY, 'n2', 1, 2)] + HEALTHY[2:], queues(q_copy=0, q_tally=0, q_w=0),
+     ['sarra/m_copy on n2: 1 of 2 instances running (missing instance 02)']),
+])
+def test_problems(rows, queue_results, problems):
+    report = status_report(rows, queue_results, FLOWS, LIMITS, NAMES)
+    assert report['problems'] == problems
+    assert report['healthy'] is (not problems)
+
+
+def test_table_rows_follow_the_flow_order_and_skip_absent_configs():
+    report = status_report(HEALTHY, queues(q_copy=7, q_tally=0, q_w=0), FLOWS, LIMITS, NAMES)
+    configs = [r['config'] for r in report['rows']]
+    assert configs == [TALLY, COPY, COPY, WINNOW]
+    assert [r['queue_depth'] for r in report['rows'] if r['config'] == COPY] == [7, 7]
+    assert len(report['lines']) == 5
+    assert report['text'].splitlines() == report['lines']
+
+
+def test_text_ends_with_the_problems():
+    report = status_report(HEALTHY[:3], [], FLOWS, LIMITS, NAMES)
+    assert report['text'].splitlines()[-1] == 'PROBLEM: ' + report['problems'][-1]

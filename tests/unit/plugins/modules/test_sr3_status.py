@@ -1,0 +1,85 @@
+# -*- coding: utf-8 -*-
+# Copyright: sr3.hpc_mirror contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""sr3_status on a home directory laid out as sr3 leaves it (no sr3 running).
+
+Running flows are checked for real in molecule/local/tests/test_ops_lifecycle.py.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import functools
+import os
+import shutil
+
+import pytest
+
+from ansible_collections.sr3.hpc_mirror.plugins.modules import sr3_status
+
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        'fixtures', 'sr3_metrics')
+FLOW = 'mirror_primary_to_secondary'
+COPY = 'sarra/%s_copy' % FLOW
+TALLY = 'shovel/%s_tally' % FLOW
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv('HOME', str(tmp_path))
+    monkeypatch.delenv('XDG_CONFIG_HOME', raising=False)
+    monkeypatch.delenv('XDG_CACHE_HOME', raising=False)
+    config = tmp_path / '.config' / 'sr3'
+    for name, text in ((COPY, 'instances 2\n'), (TALLY, 'instances 1\n')):
+        path = config / (name + '.conf')
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    metrics = tmp_path / '.cache' / 'sr3' / 'metrics'
+    shutil.copytree(os.path.join(FIXTURES, 'plain'), str(metrics))
+    # pid files of instances that are gone (pid 0 never names a process of ours)
+    state = tmp_path / '.cache' / 'sr3' / 'sarra' / (FLOW + '_copy')
+    state.mkdir(parents=True)
+    (state / ('sarra_%s_copy_01.pid' % FLOW)).write_text('0\n')
+    return tmp_path
+
+
+@pytest.fixture
+def run(run_module, home):
+    return functools.partial(run_module, sr3_status)
+
+
+def test_stopped_flow_is_reported_with_missing_instances(run):
+    result = run(configs=[COPY, TALLY, 'winnow/%s_00' % FLOW], labels={'host': 'h1'}, max_retry=0)
+    assert not result.get('failed'), result
+    assert result['changed'] is False
+    copy = result['configs'][COPY]
+    assert (copy['present'], copy['state'], copy['running'], copy['expected'], copy['missing']) == (
+        True, 'stopped', 0, 2, [1, 2])
+    # metrics of instances that do not run are not used
+    assert copy['retry'] is None and copy['files'] is None
+    assert copy['host'] == 'h1'
+    winnow = result['configs']['winnow/%s_00' % FLOW]
+    assert winnow['present'] is False and winnow['expected'] == 0
+    assert result['healthy'] is False
+    assert result['problems'] == [
+        '%s: 0 of 2 instances running (missing instance 01, 02)' % COPY,
+        '%s: 0 of 1 instances running (missing instance 01)' % TALLY,
+    ]
+
+
+def test_limit_names_and_labels_come_back(run):
+    result = run(configs=[TALLY], labels={'direction': 'd'}, limit_names={'max_lag': 'status_max_lag'})
+    assert result['labels'] == {'direction': 'd'}
+    assert result['configs'][TALLY]['direction'] == 'd'
+
+
+@pytest.mark.parametrize('args, fragment', [
+    ({'configs': ['nope']}, 'malformed config names'),
+    ({'queues': {COPY: 'q_x'}}, 'queues needs broker_api_url'),
+    ({'queues': {'x': 'q_x'}, 'broker_api_url': 'http://127.0.0.1:9'}, 'malformed config names'),
+    ({'queues': {COPY: 'q_x'}, 'broker_api_url': 'http://127.0.0.1:9', 'timeout': 2}, 'management API'),
+])
+def test_failures(run, args, fragment):
+    result = run(**args)
+    assert result.get('failed') is True
+    assert fragment in result['msg']
