@@ -464,8 +464,7 @@ def sorted_lines(entries, chunk_size=CHUNK_SIZE, tmp_dir=None):
         batch.sort()
         # Paths are unique, so tuples never compare the lines themselves.
         streams = [_read_chunk(c) for c in chunks] + [iter(batch)]
-        for item in heapq.merge(*streams):
-            yield item
+        yield from heapq.merge(*streams)
     finally:
         for chunk in chunks:
             chunk.close()
@@ -743,8 +742,7 @@ def _path_diffs(src, dst, checks, mtime_tolerance, compare_content):
         if 'unreadable' in checks and 'error' in dst:
             yield 'unreadable', None, dst['error']
     else:
-        for diff in _entry_diffs(src, dst, checks, mtime_tolerance, compare_content):
-            yield diff
+        yield from _entry_diffs(src, dst, checks, mtime_tolerance, compare_content)
 
 
 def _changed(entry):

@@ -10,8 +10,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 
 import pytest
@@ -25,6 +23,7 @@ from ansible_collections.sr3.hpc_mirror.plugins.module_utils.manifest import (
     path_key,
     write_manifest,
 )
+
 
 def make_tree(root):
     (root / 'dir' / 'sub').mkdir(parents=True)

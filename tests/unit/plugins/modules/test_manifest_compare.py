@@ -76,8 +76,8 @@ def test_checks_and_tolerance(run, tmp_path, trees):
     os.utime(str(dst / 'top.bin'), (0, st.st_mtime + 5))
     os.chmod(str(dst / 'top.bin'), 0o600)
     paths = manifests(tmp_path, src, dst)
-    assert run(**paths)['counts'] == dict(missing=0, extra=0, type=0, size=0, content=0, symlink_target=0, mode=1, mtime=1,
-                                         unreadable=0)
+    expected = dict(missing=0, extra=0, type=0, size=0, content=0, symlink_target=0, mode=1, mtime=1, unreadable=0)
+    assert run(**paths)['counts'] == expected
     result = run(checks=['missing', 'mtime'], mtime_tolerance=10.0, **paths)
     assert result['in_sync'] is True and result['counts'] == {'missing': 0, 'mtime': 0}
 
