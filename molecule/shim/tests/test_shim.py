@@ -1,0 +1,184 @@
+"""Verify the shim mirror for real: sr3c built from SR3C_SOURCE in the ops user's
+home, and files written by ordinary commands run under the shim wrapper reach
+the secondary tree through RabbitMQ and the sr3 processes."""
+
+import json
+import os
+import subprocess
+import time
+
+INVENTORY = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
+testinfra_hosts = ["broker-local"]
+
+USER = "opsmshim"
+HOME = "/home/" + USER
+PRIMARY = "/var/tmp/hpc_mirror_molecule_shim/primary"
+SECONDARY = "/var/tmp/hpc_mirror_molecule_shim/secondary"
+FLOW = "mirror_primary_to_secondary"
+PREFIX = HOME + "/.local/share/hpc_mirror/sr3c"
+WRAPPER = HOME + "/.local/bin/hpc_mirror_shim"
+ENV_SCRIPT = HOME + "/.local/share/hpc_mirror/shim.sh"
+CURRENT = HOME + "/.config/hpc_mirror/current_post_config"
+
+
+def as_user(host, script):
+    return host.run("runuser -u %s -- bash -c %s", USER, "cd && " + script)
+
+
+def tree_state(host, root):
+    """Relative path -> (type, content or link target) for every entry."""
+    script = r'''
+import os, sys, json, hashlib
+root = sys.argv[1]
+out = {}
+for d, dirs, files in os.walk(root):
+    for n in dirs + files:
+        p = os.path.join(d, n); r = os.path.relpath(p, root)
+        if os.path.islink(p): out[r] = ["link", os.readlink(p)]
+        elif os.path.isdir(p): out[r] = ["dir", ""]
+        else: out[r] = ["file", hashlib.sha256(open(p, "rb").read()).hexdigest()]
+print(json.dumps(out))
+'''
+    result = host.run("python3 -c %s %s", script, root)
+    assert result.rc == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def wait_until_mirrored(host, timeout=90):
+    deadline = time.time() + timeout
+    while True:
+        source, destination = tree_state(host, PRIMARY), tree_state(host, SECONDARY)
+        if source == destination or time.time() > deadline:
+            return source, destination
+        time.sleep(1)
+
+
+def differences(source, destination):
+    return {path: (source.get(path), destination.get(path))
+            for path in set(source) | set(destination) if source.get(path) != destination.get(path)}
+
+
+def test_sr3c_built_in_the_ops_users_home(host):
+    stamp = host.file(PREFIX + "/.hpc_mirror_sr3c_stamp")
+    assert stamp.exists and stamp.user == USER
+    version = dict(line.split("=", 1) for line in stamp.content_string.splitlines())["version"]
+    library = host.file("%s/lib/libsr3shim.so.%s" % (PREFIX, version))
+    assert library.is_file and library.user == USER
+    cpost = host.file(PREFIX + "/bin/sr3_cpost")
+    assert cpost.is_file and cpost.mode & 0o111
+    # libsr3c is found through the library's RUNPATH, without LD_LIBRARY_PATH.
+    ldd = host.check_output("ldd %s", library.path)
+    assert "libsr3c.so.3 => %s/lib/" % PREFIX in ldd, ldd
+    assert "not found" not in ldd
+
+
+def test_activation_files(host):
+    assert host.file(CURRENT).content_string == FLOW + "\n"
+    env_script = host.file(ENV_SCRIPT).content_string
+    assert "hpc_mirror_shim_lib='%s/lib/libsr3shim.so." % PREFIX in env_script
+    assert host.file(WRAPPER).mode == 0o755
+    bashrc = host.file(HOME + "/.bashrc").content_string
+    assert bashrc.startswith("# BEGIN sr3.hpc_mirror sr3c shim"), bashrc[:200]
+
+
+def test_env_script_sets_the_shim(host):
+    out = as_user(host, ". %s && echo \"$LD_PRELOAD|$SR_POST_CONFIG|$LC_SRSHIM|${SR_SHIMDEBUG-unset}\"" % ENV_SCRIPT)
+    assert out.rc == 0, out.stderr
+    preload, config, marker, debug = out.stdout.strip().split("|")
+    assert preload.startswith(PREFIX + "/lib/libsr3shim.so.")
+    assert config == FLOW and marker == FLOW and debug == "unset"
+
+
+def test_bashrc_hook_covers_non_login_shells(host):
+    # What sshd runs for "ssh host cmd" with LC_SRSHIM passed: bash -c, non-login, non-interactive.
+    out = host.run("runuser -u %s -- env -i HOME=%s LC_SRSHIM=%s bash -c %s",
+                   USER, HOME, FLOW, "source ~/.bashrc; echo $LD_PRELOAD")
+    assert out.stdout.strip().startswith(PREFIX + "/lib/libsr3shim.so."), out.stdout + out.stderr
+
+
+def test_wrapper_needs_a_command(host):
+    out = as_user(host, WRAPPER)
+    assert out.rc == 2 and "usage:" in out.stderr
+
+
+def test_canary_sees_the_shim_post(host):
+    result = subprocess.run(
+        ["ansible-playbook", "-i", INVENTORY, "sr3.hpc_mirror.shim_canary"],
+        capture_output=True, text=True, check=False, env=dict(os.environ))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "the shim posted" in result.stdout
+
+
+def test_canary_reports_a_misconfigured_shim(host):
+    """A posting config the shim cannot use: the job still runs, nothing is posted."""
+    as_user(host, "echo no_such_config > %s" % CURRENT)
+    try:
+        out = as_user(host, "%s touch %s/failed_open && rm %s/failed_open && echo ran" % (WRAPPER, PRIMARY, PRIMARY))
+        assert out.rc == 0 and "ran" in out.stdout, out.stderr
+        result = subprocess.run(
+            ["ansible-playbook", "-i", INVENTORY, "sr3.hpc_mirror.shim_canary", "-e", "canary_timeout=5"],
+            capture_output=True, text=True, check=False, env=dict(os.environ))
+        assert result.returncode != 0
+        assert "nothing was posted" in result.stdout + result.stderr
+        assert "The write ran (rc 0)" in result.stdout + result.stderr
+    finally:
+        as_user(host, "echo %s > %s" % (FLOW, CURRENT))
+
+
+OPERATIONS = [
+    # (operation, command run under the wrapper)
+    ("mkdir", "mkdir -p {p}/jobs/run1/out"),
+    ("create", "bash -c 'echo first > {p}/jobs/run1/new.txt'"),
+    ("create for overwrite", "bash -c 'echo short > {p}/jobs/run1/over.txt'"),
+    ("create for append", "bash -c 'echo line1 > {p}/jobs/run1/log.txt'"),
+    ("create for mv", "bash -c 'echo moving > {p}/jobs/run1/before.txt'"),
+    ("create in dir for mv", "bash -c 'echo inside > {p}/jobs/run1/out/f.txt'"),
+    ("create for rm", "bash -c 'echo doomed > {p}/jobs/run1/doomed.txt'"),
+    ("dd", "dd if=/dev/urandom of={p}/jobs/run1/data.bin bs=64k count=16 status=none"),
+    ("cp", "cp {p}/jobs/run1/new.txt {p}/jobs/run1/copy.txt"),
+    ("mkdir for rmdir", "mkdir {p}/jobs/run1/empty"),
+]
+SECOND_WAVE = [
+    ("overwrite (>)", "bash -c 'echo overwritten, longer than before > {p}/jobs/run1/over.txt'"),
+    ("append (>>)", "bash -c 'echo line2 >> {p}/jobs/run1/log.txt'"),
+    ("mv file", "mv {p}/jobs/run1/before.txt {p}/jobs/run1/after.txt"),
+    ("mv dir", "mv {p}/jobs/run1/out {p}/jobs/run1/results"),
+    ("ln -s", "ln -s new.txt {p}/jobs/run1/link"),
+    ("ln", "ln {p}/jobs/run1/new.txt {p}/jobs/run1/hard.txt"),
+    ("rm", "rm {p}/jobs/run1/doomed.txt"),
+    ("rmdir", "rmdir {p}/jobs/run1/empty"),
+    ("truncate", "truncate -s 1000 {p}/jobs/run1/data.bin"),
+]
+
+
+def run_wave(host, wave):
+    """Each operation as its own job step under the wrapper; the job must run (rc 0)."""
+    codes = {}
+    for name, command in wave:
+        out = as_user(host, "timeout 60 %s %s" % (WRAPPER, command.format(p=PRIMARY)))
+        codes[name] = (out.rc, out.stderr.strip()[-300:])
+    return codes
+
+
+def test_operations_under_the_wrapper_are_mirrored(host):
+    first = run_wave(host, OPERATIONS)
+    wait_until_mirrored(host)
+    second = run_wave(host, SECOND_WAVE)
+    source, destination = wait_until_mirrored(host)
+    failed = {name: code for name, code in dict(first, **second).items() if code[0] != 0}
+    diff = differences(source, destination)
+    print("exit codes not 0:", failed)
+    print("differences:", json.dumps(diff, indent=1))
+    assert not diff, "not mirrored: %s" % sorted(diff)
+    assert destination["jobs/run1/link"] == ["link", "new.txt"]
+    assert "jobs/run1/doomed.txt" not in destination
+    assert "jobs/run1/results/f.txt" in destination
+    assert not failed, failed
+
+
+def test_audit_playbook_passes(host):
+    result = subprocess.run(
+        ["ansible-playbook", "-i", INVENTORY, "sr3.hpc_mirror.audit"],
+        capture_output=True, text=True, check=False, env=dict(os.environ))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "The mirror matches: 0 differences" in result.stdout
