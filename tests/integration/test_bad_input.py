@@ -22,14 +22,15 @@ GOOD = {
 }
 
 
-def run_deploy(tmp_path, overrides, remove=(), verbose=False):
+def run_deploy(tmp_path, overrides, remove=(), verbose=False,
+               groups=("mirror_broker", "mirror_primary", "mirror_secondary")):
     settings = dict(GOOD, **overrides)
     for name in remove:
         settings.pop(name)
     inventory = {
         "all": {
             "children": {group: {"hosts": {"localhost": None}}
-                         for group in ("mirror_broker", "mirror_primary", "mirror_secondary")},
+                         for group in groups},
             "vars": dict(settings, ansible_connection="local",
                          ansible_python_interpreter="{{ ansible_playbook_python }}"),
         }
@@ -59,6 +60,10 @@ CASES = [
     ("unknown event source", {"hpc_mirror_event_source": "inotify"}, [], "hpc_mirror_event_source"),
     ("unknown transport", {"hpc_mirror_transport": "rsync"}, [], "hpc_mirror_transport"),
     ("winnows not a number", {"hpc_mirror_winnows": "five"}, [], "hpc_mirror_winnows"),
+    ("sftp without aliases", {"hpc_mirror_transport": "sftp"}, [],
+     "hpc_mirror_transport sftp needs hpc_mirror_primary_alias and hpc_mirror_secondary_alias"),
+    ("control host not in the inventory", {"hpc_mirror_control_host": "hpc9n9"}, [], "hpc_mirror_control_host"),
+    ("copier hosts not in the inventory", {"hpc_mirror_copier_hosts": ["hpc9n9"]}, [], "hpc_mirror_copier_hosts"),
     ("shim on a named vhost", {"hpc_mirror_event_source": "shim", "hpc_mirror_broker_vhost": "hpc"}, [],
      "hpc_mirror_broker_vhost must be / with hpc_mirror_event_source shim"),
 ]
@@ -80,3 +85,13 @@ def test_no_secret_in_verbose_failure(tmp_path):
     assert "hpc_mirror_winnows must be at least 1" in output
     assert PASSWORD not in output
     assert "s3cret%3APass%2Fword%40x" not in output
+
+
+@pytest.mark.parametrize("missing", ["mirror_primary", "mirror_secondary", "mirror_broker"])
+def test_inventory_without_a_side_fails_first(tmp_path, missing):
+    groups = [g for g in ("mirror_broker", "mirror_primary", "mirror_secondary") if g != missing]
+    rc, output = run_deploy(tmp_path, {}, groups=groups)
+    assert rc != 0, output[-2000:]
+    assert "has no host in group %s" % missing in output, output[-3000:]
+    assert "PLAY [Check the deployment settings]" not in output
+    assert not os.path.exists("/var/tmp/hpc_mirror_badinput")

@@ -3,7 +3,7 @@
 Two corrections to how sr3 handles a tree that changes while it is mirrored:
 
 1. A file renamed or removed before its copy ran can never be copied under its
-   old name; the rename or remove event that follows says what happened to it.
+   old name (the source is looked up locally, or on the sftp server); the rename or remove event that follows says what happened to it.
    Left to sr3, the failed copy is retried until retry_ttl, and every retry
    re-creates the file's parent directory on the destination, undoing a
    mirrored directory rename or rmdir.  Such failures become rejections, with
@@ -54,16 +54,83 @@ def destination_path(message):
     return os.path.join(message["new_dir"], message["new_file"])
 
 
-def split_vanished(failed):
-    """Return (still_failing, vanished): vanished copies have no source left."""
+def remote_source(message):
+    """(url of the server, path) of an sftp source, else None."""
+    base = urlparse(message.get("baseUrl", ""))
+    if base.scheme != "sftp":
+        return None
+    server = "sftp://%s/" % base.netloc
+    return server, (base.path or "/").rstrip("/") + "/" + message.get("relPath", "").lstrip("/")
+
+
+def local_source_exists(message):
+    path = local_source_path(message)
+    return None if path is None else os.path.lexists(path)
+
+
+def split_vanished(failed, source_exists=local_source_exists):
+    """Return (still_failing, vanished): vanished copies have no source left.
+
+    source_exists(message) answers True, False, or None when it cannot tell;
+    only a definite False makes a copy vanished.
+    """
     still_failing, vanished = [], []
     for message in failed:
-        path = None if is_removal(message) else local_source_path(message)
-        if path is not None and not os.path.lexists(path):
+        if not is_removal(message) and source_exists(message) is False:
             vanished.append(message)
         else:
             still_failing.append(message)
     return still_failing, vanished
+
+
+class SftpProbe:
+    """Looks for sources on sftp servers, with the copier's own credentials.
+
+    Only failed copies are looked up, so one connection per server, opened
+    when first needed, is plenty.
+    """
+
+    def __init__(self, options):
+        self.o = options
+        self.clients = {}
+
+    def sftp(self, server):
+        import paramiko
+        if server not in self.clients:
+            _cached, details = self.o.credentials.get(server)
+            url = urlparse(server)
+            client = paramiko.SSHClient()
+            try:
+                from hpc_mirror_hostkeys import KnownHostsPolicy
+                client.set_missing_host_key_policy(KnownHostsPolicy(["~/.ssh/known_hosts"]))
+            except ImportError:
+                client.load_system_host_keys()
+                client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            client.connect(url.hostname, url.port or 22, url.username,
+                           key_filename=getattr(details, "ssh_keyfile", None), timeout=30)
+            self.clients[server] = (client, client.open_sftp())
+        return self.clients[server][1]
+
+    def exists(self, message):
+        source = remote_source(message)
+        if source is None:
+            return local_source_exists(message)
+        server, path = source
+        try:
+            self.sftp(server).lstat(path)
+            return True
+        except FileNotFoundError:
+            return False
+        except Exception as error:  # unreachable server: keep retrying the copy
+            logger.info("cannot tell whether %s%s still exists: %s", server, path, error)
+            self.close(server)
+            return None
+
+    def close(self, server=None):
+        for key in [server] if server else list(self.clients):
+            client, sftp = self.clients.pop(key, (None, None))
+            if client:
+                client.close()
 
 
 def split_busy_directory_removals(rejected):
@@ -82,6 +149,10 @@ class Copier(FlowCB):
 
     def __init__(self, options):
         super().__init__(options, logger)
+        self.probe = SftpProbe(options)
+
+    def on_stop(self):
+        self.probe.close()
 
     def after_accept(self, worklist):
         for message in worklist.incoming:
@@ -89,7 +160,7 @@ class Copier(FlowCB):
                 del message["newname"]
 
     def after_work(self, worklist):
-        worklist.failed, vanished = split_vanished(worklist.failed)
+        worklist.failed, vanished = split_vanished(worklist.failed, self.probe.exists)
         for message in vanished:
             message.setReport(410, "source gone before it could be copied")
             worklist.rejected.append(message)

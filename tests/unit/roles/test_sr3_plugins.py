@@ -385,3 +385,20 @@ def test_copier_after_work_nothing_to_do(options):
     work = worklist()
     copier.Copier(options).after_work(work)
     assert (work.failed, work.rejected, work.ok) == ([], [], [])
+
+
+def test_remote_source():
+    assert copier.remote_source({"baseUrl": "sftp://opsM@hpc1any/", "relPath": "fs/primary/a b"}) == (
+        "sftp://opsM@hpc1any/", "/fs/primary/a b")
+    assert copier.remote_source({"baseUrl": "sftp://opsM@hpc1any:2222/base", "relPath": "/x"}) == (
+        "sftp://opsM@hpc1any:2222/", "/base/x")
+    assert copier.remote_source({"baseUrl": "file:/", "relPath": "fs/a"}) is None
+
+
+def test_split_vanished_only_on_a_definite_no():
+    answers = {"gone": False, "there": True, "unknown": None}
+    messages = [{"relPath": name, "baseUrl": "sftp://u@h/"} for name in answers]
+    messages.append({"relPath": "gone", "baseUrl": "sftp://u@h/", "fileOp": {"remove": ""}})
+    still, vanished = copier.split_vanished(messages, lambda m: answers[m["relPath"]])
+    assert [m["relPath"] for m in vanished] == ["gone"]
+    assert [m["relPath"] for m in still] == ["there", "unknown", "gone"]
