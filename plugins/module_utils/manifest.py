@@ -67,6 +67,9 @@ CHUNK_SIZE = 100000
 ALL_CHECKS = ('missing', 'extra', 'type', 'size', 'content', 'symlink_target', 'mode', 'mtime', 'unreadable')
 # Differences the mirror flow repairs by posting the source path again.
 REPOST_CATEGORIES = ('missing', 'type', 'size', 'content', 'symlink_target', 'mode', 'mtime')
+# Of those, the ones of a file present on both sides: sr3's copier (timeCopy) overwrites an existing
+# file only with a newer one, so the repair first marks the destination copy stale (mtime 0).
+STALE_CATEGORIES = ('size', 'content', 'mtime', 'mode')
 _READ_SIZE = 1024 * 1024
 # Files per hashing task, or fewer when they add up to _BATCH_BYTES.
 _BATCH_FILES = 256
@@ -797,6 +800,26 @@ class InFlight(object):
         return False
 
 
+def _differences_with_entries(src_entries, dst_entries, checks, mtime_tolerance, compare_content, in_flight):
+    """Yield ``(difference, source_entry, destination_entry)``; see iter_differences."""
+    ancestors = []  # the directories above the current path: tree order keeps them on a stack
+    for key, src, dst in _aligned(iter(src_entries), iter(dst_entries)):
+        while ancestors and not key.startswith(ancestors[-1][0] + _SEP_KEY):
+            ancestors.pop()
+        diffs = list(_path_diffs(src, dst, checks, mtime_tolerance, compare_content))
+        entry = src if src is not None else dst
+        if diffs and in_flight is not None and in_flight(src, dst, ancestors):
+            yield ({'path': entry['path'], 'category': 'in_flight', 'categories': [d[0] for d in diffs],
+                    'source': None if src is None else src['type'],
+                    'destination': None if dst is None else dst['type']}, src, dst)
+        else:
+            for category, src_value, dst_value in diffs:
+                yield ({'path': entry['path'], 'category': category, 'source': src_value,
+                        'destination': dst_value}, src, dst)
+        if (src is not None and src['type'] == 'dir') or (dst is not None and dst['type'] == 'dir'):
+            ancestors.append((key, src, dst))
+
+
 def iter_differences(src_entries, dst_entries, checks=ALL_CHECKS, mtime_tolerance=1.0, compare_content=True,
                      in_flight=None):
     """Yield difference dicts ``{path, category, source, destination}`` in tree order.
@@ -806,21 +829,9 @@ def iter_differences(src_entries, dst_entries, checks=ALL_CHECKS, mtime_toleranc
     InFlight) yields one ``{path, category: "in_flight", categories: [...]}``
     instead of its differences.
     """
-    ancestors = []  # the directories above the current path: tree order keeps them on a stack
-    for key, src, dst in _aligned(iter(src_entries), iter(dst_entries)):
-        while ancestors and not key.startswith(ancestors[-1][0] + _SEP_KEY):
-            ancestors.pop()
-        diffs = list(_path_diffs(src, dst, checks, mtime_tolerance, compare_content))
-        entry = src if src is not None else dst
-        if diffs and in_flight is not None and in_flight(src, dst, ancestors):
-            yield {'path': entry['path'], 'category': 'in_flight', 'categories': [d[0] for d in diffs],
-                   'source': None if src is None else src['type'],
-                   'destination': None if dst is None else dst['type']}
-        else:
-            for category, src_value, dst_value in diffs:
-                yield {'path': entry['path'], 'category': category, 'source': src_value, 'destination': dst_value}
-        if (src is not None and src['type'] == 'dir') or (dst is not None and dst['type'] == 'dir'):
-            ancestors.append((key, src, dst))
+    for diff, _src, _dst in _differences_with_entries(src_entries, dst_entries, checks, mtime_tolerance,
+                                                      compare_content, in_flight):
+        yield diff
 
 
 def _content_comparable(src_header, dst_header, warnings):
@@ -869,7 +880,7 @@ class _PathList(object):
 
 
 def compare_manifests(src_path, dst_path, checks=ALL_CHECKS, mtime_tolerance=1.0, max_examples=20, report=None,
-                      settle=0, repost_list=None, delete_list=None):
+                      settle=0, repost_list=None, delete_list=None, stale_list=None):
     """Merge-compare two manifest files; stream every difference to ``report`` if given.
 
     Returns ``differences`` (total), ``counts`` per enabled category, the first
@@ -881,7 +892,9 @@ def compare_manifests(src_path, dst_path, checks=ALL_CHECKS, mtime_tolerance=1.0
 
     ``repost_list`` receives the absolute source path of every path with a
     difference in REPOST_CATEGORIES, ``delete_list`` the absolute destination
-    path of every extra, both NUL-separated, for a repair.
+    path of every extra, ``stale_list`` the absolute destination path of every
+    regular file, on both sides, with a difference in STALE_CATEGORIES, all
+    NUL-separated, for a repair.
     Raises ManifestError on an invalid manifest, OSError when unreadable.
     """
     checks = validate_checks(checks)
@@ -895,8 +908,10 @@ def compare_manifests(src_path, dst_path, checks=ALL_CHECKS, mtime_tolerance=1.0
         out = open(report, 'wb') if report else None
         repost = _PathList(repost_list, src.header.get('root', ''))
         delete = _PathList(delete_list, dst.header.get('root', ''))
+        stale = _PathList(stale_list, dst.header.get('root', ''))
         try:
-            for diff in iter_differences(src, dst, checks, mtime_tolerance, compare_content, in_flight):
+            for diff, src_entry, dst_entry in _differences_with_entries(src, dst, checks, mtime_tolerance,
+                                                                          compare_content, in_flight):
                 if diff['category'] == 'in_flight':
                     result['in_flight'] += 1
                     if len(result['in_flight_examples']) < max_examples:
@@ -908,16 +923,18 @@ def compare_manifests(src_path, dst_path, checks=ALL_CHECKS, mtime_tolerance=1.0
                         result['examples'].append(diff)
                     if diff['category'] in REPOST_CATEGORIES:
                         repost.add(diff['path'])
+                    if diff['category'] in STALE_CATEGORIES and src_entry['type'] == dst_entry['type'] == 'file':
+                        stale.add(diff['path'])
                     elif diff['category'] == 'extra':
                         delete.add(diff['path'])
                 if out is not None:
                     out.write(dump_line(diff))
         finally:
-            for stream in (out, repost, delete):
+            for stream in (out, repost, delete, stale):
                 if stream is not None:
                     stream.close()
         result.update(source_entries=src.entries, destination_entries=dst.entries,
                       source_errors=src.errors, destination_errors=dst.errors,
-                      repost=repost.count, delete=delete.count)
+                      repost=repost.count, delete=delete.count, stale=stale.count)
     result['in_sync'] = result['differences'] == 0
     return result

@@ -81,6 +81,13 @@ options:
       - File to write, NUL-separated, the absolute destination path of every V(extra) path not in
         flight. Not written when omitted.
     type: path
+  stale_list:
+    description:
+      - File to write, NUL-separated, the absolute destination path of every regular file (on both
+        sides) with a V(size), V(content), V(mtime) or V(mode) difference not in flight. sr3's copier
+        overwrites an existing file only with a newer one, so a repair marks these stale first.
+        Not written when omitted.
+    type: path
   report:
     description:
       - File to write every difference to, one JSON object per line, in the same
@@ -125,6 +132,7 @@ EXAMPLES = r"""
     settle: 60
     repost_list: /var/tmp/repost.list
     delete_list: /var/tmp/delete.list
+    stale_list: /var/tmp/stale.list
 """
 
 RETURN = r"""
@@ -191,6 +199,11 @@ delete:
   returned: success
   type: int
   sample: 0
+stale:
+  description: Number of destination paths written to O(stale_list) (0 when not written).
+  returned: success
+  type: int
+  sample: 1
 source_entries:
   description: Number of entries in the source manifest.
   returned: success
@@ -244,6 +257,7 @@ def main():
             report=dict(type='path'),
             repost_list=dict(type='path'),
             delete_list=dict(type='path'),
+            stale_list=dict(type='path'),
         ),
         supports_check_mode=True,
     )
@@ -259,7 +273,7 @@ def main():
                                    mtime_tolerance=params['mtime_tolerance'],
                                    max_examples=params['max_examples'], report=params['report'],
                                    settle=params['settle'], repost_list=params['repost_list'],
-                                   delete_list=params['delete_list'])
+                                   delete_list=params['delete_list'], stale_list=params['stale_list'])
     except ManifestError as exc:
         module.fail_json(msg='invalid manifest: %s' % exc)
     except (IOError, OSError) as exc:

@@ -118,9 +118,10 @@ def test_settle_and_repair_lists(run, tmp_path, trees):
     os.unlink(str(dst / 'dir' / 'a.txt'))
     (dst / 'extra').write_bytes(b'x')
     paths = manifests(tmp_path, src, dst)
-    lists = dict(repost_list=str(tmp_path / 'repost'), delete_list=str(tmp_path / 'delete'))
+    lists = dict(repost_list=str(tmp_path / 'repost'), delete_list=str(tmp_path / 'delete'),
+                 stale_list=str(tmp_path / 'stale'))
     result = run(**dict(paths, **lists))
-    assert result['repost'] == 1 and result['delete'] == 1 and result['differences'] == 2
+    assert result['repost'] == 1 and result['delete'] == 1 and result['differences'] == 2 and result['stale'] == 0
     assert (tmp_path / 'repost').read_bytes() == os.fsencode(str(src / 'dir' / 'a.txt')) + b'\0'
     assert (tmp_path / 'delete').read_bytes() == os.fsencode(str(dst / 'extra')) + b'\0'
     # everything was just written: with a long settle it is all in flight
@@ -133,3 +134,18 @@ def test_settle_and_repair_lists(run, tmp_path, trees):
 def test_negative_settle_fails(run, tmp_path, trees):
     result = run(settle=-1, **manifests(tmp_path, *trees))
     assert result['failed'] and 'settle' in result['msg']
+
+
+def test_stale_list_has_differing_files_present_on_both_sides(run, tmp_path, trees):
+    src, dst = trees
+    st = os.stat(str(src / 'top.bin'))
+    (dst / 'top.bin').write_bytes(b'9876543210')  # same size
+    os.utime(str(dst / 'top.bin'), ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime: sr3 would not overwrite
+    os.chmod(str(dst / 'dir' / 'a.txt'), 0o600)  # mode only
+    os.chmod(str(dst / 'dir'), 0o700)  # a directory: not a stale file
+    lists = dict(repost_list=str(tmp_path / 'repost'), stale_list=str(tmp_path / 'stale'))
+    result = run(**dict(manifests(tmp_path, src, dst), **lists))
+    assert result['counts']['content'] == 1 and result['counts']['mode'] == 2
+    assert result['stale'] == 2 and result['repost'] == 3
+    stale = sorted((tmp_path / 'stale').read_bytes().split(b'\0')[:-1])
+    assert stale == sorted([os.fsencode(str(dst / 'top.bin')), os.fsencode(str(dst / 'dir' / 'a.txt'))])
