@@ -109,7 +109,7 @@ def test_reconcile_crontab_entry(host, crontab):
     assert "-e audit_mode=metadata -e audit_repair=true -e audit_repair_delete=false" in line
     # the job as cron would run it (cron's minimal PATH aside) works: a metadata audit + repair
     job = line.split(None, 5)[5]
-    run = subprocess.run(["bash", "-c", job], capture_output=True, text=True, check=False,
+    run = subprocess.run(["bash", "-c", job], capture_output=True, text=True, check=False, cwd=os.environ["HOME"],
                          env={"PATH": "/usr/bin:/bin", "HOME": os.environ["HOME"]})
     assert run.returncode == 0, run.stderr
     log = host.file(os.path.expanduser("~/.cache/hpc_mirror/reconcile_primary_to_secondary.log")).content_string
