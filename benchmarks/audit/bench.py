@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: sr3.hpc_mirror contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -207,7 +206,7 @@ def rss_scaling(root, work):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--root', default='/var/tmp/hpc_mirror_bench')
     parser.add_argument('--files', type=int, default=100000)
     parser.add_argument('--keep', action='store_true', help='keep the trees')

@@ -910,8 +910,8 @@ def compare_manifests(src_path, dst_path, checks=ALL_CHECKS, mtime_tolerance=1.0
         delete = _PathList(delete_list, dst.header.get('root', ''))
         stale = _PathList(stale_list, dst.header.get('root', ''))
         try:
-            for diff, src_entry, dst_entry in _differences_with_entries(src, dst, checks, mtime_tolerance,
-                                                                          compare_content, in_flight):
+            differences = _differences_with_entries(src, dst, checks, mtime_tolerance, compare_content, in_flight)
+            for diff, src_entry, dst_entry in differences:
                 if diff['category'] == 'in_flight':
                     result['in_flight'] += 1
                     if len(result['in_flight_examples']) < max_examples:
