@@ -4,8 +4,11 @@ the secondary tree through RabbitMQ and the sr3 processes."""
 
 import json
 import os
+import re
 import subprocess
 import time
+
+import pytest
 
 INVENTORY = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
 testinfra_hosts = ["broker-local"]
@@ -107,6 +110,7 @@ def test_canary_sees_the_shim_post(host):
         capture_output=True, text=True, check=False, env=dict(os.environ))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "the shim posted" in result.stdout
+    print([line for line in result.stdout.splitlines() if "the shim posted" in line])
 
 
 def test_canary_reports_a_misconfigured_shim(host):
@@ -125,26 +129,30 @@ def test_canary_reports_a_misconfigured_shim(host):
         as_user(host, "echo %s > %s" % (FLOW, CURRENT))
 
 
+# Redirections of programs (/bin/echo, not the shell's builtin echo): the program
+# closes the file under the shim. What a shell builtin writes through a
+# redirection is not posted by sr3c 3.24.10 (docs/sr3c-shim-findings.md).
 OPERATIONS = [
     # (operation, command run under the wrapper)
     ("mkdir", "mkdir -p {p}/jobs/run1/out"),
-    ("create", "bash -c 'echo first > {p}/jobs/run1/new.txt'"),
-    ("create for overwrite", "bash -c 'echo short > {p}/jobs/run1/over.txt'"),
-    ("create for append", "bash -c 'echo line1 > {p}/jobs/run1/log.txt'"),
-    ("create for mv", "bash -c 'echo moving > {p}/jobs/run1/before.txt'"),
-    ("create in dir for mv", "bash -c 'echo inside > {p}/jobs/run1/out/f.txt'"),
-    ("create for rm", "bash -c 'echo doomed > {p}/jobs/run1/doomed.txt'"),
+    ("create", "bash -c '/bin/echo first > {p}/jobs/run1/new.txt'"),
+    ("create for overwrite", "bash -c '/bin/echo short > {p}/jobs/run1/over.txt'"),
+    ("create for append", "bash -c '/bin/echo line1 > {p}/jobs/run1/log.txt'"),
+    ("create for mv", "bash -c '/bin/echo moving > {p}/jobs/run1/before.txt'"),
+    ("create in dir for mv", "bash -c '/bin/echo inside > {p}/jobs/run1/out/f.txt'"),
+    ("create for rm", "bash -c '/bin/echo doomed > {p}/jobs/run1/doomed.txt'"),
+    ("create for ln", "bash -c '/bin/echo linked > {p}/jobs/run1/target.txt'"),
     ("dd", "dd if=/dev/urandom of={p}/jobs/run1/data.bin bs=64k count=16 status=none"),
     ("cp", "cp {p}/jobs/run1/new.txt {p}/jobs/run1/copy.txt"),
     ("mkdir for rmdir", "mkdir {p}/jobs/run1/empty"),
 ]
 SECOND_WAVE = [
-    ("overwrite (>)", "bash -c 'echo overwritten, longer than before > {p}/jobs/run1/over.txt'"),
-    ("append (>>)", "bash -c 'echo line2 >> {p}/jobs/run1/log.txt'"),
+    ("overwrite (>)", "bash -c '/bin/echo overwritten, longer than before > {p}/jobs/run1/over.txt'"),
+    ("append (>>)", "bash -c '/bin/echo line2 >> {p}/jobs/run1/log.txt'"),
     ("mv file", "mv {p}/jobs/run1/before.txt {p}/jobs/run1/after.txt"),
     ("mv dir", "mv {p}/jobs/run1/out {p}/jobs/run1/results"),
     ("ln -s", "ln -s new.txt {p}/jobs/run1/link"),
-    ("ln", "ln {p}/jobs/run1/new.txt {p}/jobs/run1/hard.txt"),
+    ("ln", "ln {p}/jobs/run1/target.txt {p}/jobs/run1/hard.txt"),
     ("rm", "rm {p}/jobs/run1/doomed.txt"),
     ("rmdir", "rmdir {p}/jobs/run1/empty"),
     ("truncate", "truncate -s 1000 {p}/jobs/run1/data.bin"),
@@ -160,6 +168,18 @@ def run_wave(host, wave):
     return codes
 
 
+# Measured with sr3c 3.24.10 (only testable with the floor lowered): cp crashes at
+# exit (SIGSEGV) after it posted, and a hard link is posted as a rename, so the
+# copy of the link's source is removed. Tolerated, and reported, below 3.24.12 only.
+KNOWN_BELOW_FLOOR = {"exit": {"cp"}, "differences": {"jobs/run1/target.txt"}}
+
+
+def sr3c_version(host):
+    stamp = host.file(PREFIX + "/.hpc_mirror_sr3c_stamp").content_string
+    version = dict(line.split("=", 1) for line in stamp.splitlines())["version"]
+    return version, tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+
+
 def test_operations_under_the_wrapper_are_mirrored(host):
     first = run_wave(host, OPERATIONS)
     wait_until_mirrored(host)
@@ -169,16 +189,28 @@ def test_operations_under_the_wrapper_are_mirrored(host):
     diff = differences(source, destination)
     print("exit codes not 0:", failed)
     print("differences:", json.dumps(diff, indent=1))
-    assert not diff, "not mirrored: %s" % sorted(diff)
     assert destination["jobs/run1/link"] == ["link", "new.txt"]
     assert "jobs/run1/doomed.txt" not in destination
-    assert "jobs/run1/results/f.txt" in destination
+    assert "jobs/run1/before.txt" not in destination
+    assert "jobs/run1/empty" not in destination
+    assert "jobs/run1/results/f.txt" in destination and "jobs/run1/out" not in destination
+    assert destination["jobs/run1/over.txt"] == source["jobs/run1/over.txt"]
+    assert destination["jobs/run1/log.txt"] == source["jobs/run1/log.txt"]
+    version, numbers = sr3c_version(host)
+    if (diff or failed) and numbers < (3, 24, 12) and set(failed) <= KNOWN_BELOW_FLOOR["exit"] \
+            and set(diff) <= KNOWN_BELOW_FLOOR["differences"]:
+        pytest.xfail("sr3c %s: only its known bugs: exit codes %s, not mirrored %s"
+                     % (version, {k: v[0] for k, v in failed.items()}, sorted(diff)))
+    assert not diff, "not mirrored: %s" % sorted(diff)
     assert not failed, failed
 
 
 def test_audit_playbook_passes(host):
+    # Below 3.24.12 a hard link removes the copy of its source (see above): the
+    # audit repairs it (re-posts what is missing), as it would in production.
+    repair = ["-e", "audit_repair=true"] if sr3c_version(host)[1] < (3, 24, 12) else []
     result = subprocess.run(
-        ["ansible-playbook", "-i", INVENTORY, "sr3.hpc_mirror.audit"],
+        ["ansible-playbook", "-i", INVENTORY, "sr3.hpc_mirror.audit"] + repair,
         capture_output=True, text=True, check=False, env=dict(os.environ))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "The mirror matches: 0 differences" in result.stdout
