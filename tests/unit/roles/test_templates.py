@@ -51,6 +51,8 @@ SHIM = dict(
     mirror_broker_scheme="amqps",
     mirror_broker_vhost="hpc",
 )
+# The reference example's settings (benchmarks/pipeline compares them with ours).
+REFERENCE = dict(WATCH, mirror_profile="reference", mirror_winnows=5, mirror_copy_instances=10)
 # sr3 role variants for the same brokers as the mirror variants.
 SR3_WATCH = dict(
     sr3_broker_password="p:/@%w",
@@ -133,6 +135,7 @@ def rendered(tmp_path_factory):
     plays = [
         _mirror_play(str(out / "watch"), WATCH),
         _mirror_play(str(out / "shim"), SHIM),
+        _mirror_play(str(out / "reference"), REFERENCE),
         _sr3_play(str(out / "sr3_watch"), SR3_WATCH),
         _sr3_play(str(out / "sr3_shim"), SR3_SHIM),
     ]
@@ -185,21 +188,25 @@ def one(pairs, keyword):
     return found[0]
 
 
+VARIANTS = {"watch": WATCH, "shim": SHIM, "reference": REFERENCE}
+
+
 def names_for(variant):
     variables = _defaults(MIRROR)
-    variables.update(WATCH if variant == "watch" else SHIM)
+    variables.update(VARIANTS[variant])
     return mirror_names(variables["mirror_broker_user"], variables["mirror_flow"], variables["mirror_direction"],
                         variables["mirror_winnows"], variables["mirror_event_source"])
 
 
 def variables_for(variant):
     variables = _defaults(MIRROR)
-    variables.update(WATCH if variant == "watch" else SHIM)
+    variables.update(VARIANTS[variant])
     return variables
 
 
 URLS = {
     "watch": "amqp://opsm@localhost:5672/",
+    "reference": "amqp://opsm@localhost:5672/",
     "shim": "amqps://ops2@broker.example:5671/hpc",
 }
 
@@ -248,6 +255,11 @@ def test_post_conf_watch(rendered):
     assert one(pairs, "integrity") == "none"
     assert one(pairs, "nodupe_ttl") == "off"
     assert one(pairs, "fileEvents") == "create,modify,link,mkdir,delete,rmdir"
+    # sr3 watch would post what inotify saw every 5 s: Pace looks every 0.1 s
+    assert one(pairs, "sleep") == "0.01"
+    assert one(pairs, "flowcb") == "hpc_mirror_pace.Pace"
+    assert one(pairs, "paceInterval") == "0.1"
+    assert one(pairs, "logEvents") == "on_housekeeping"
 
 
 def test_post_conf_shim(rendered):
@@ -262,6 +274,8 @@ def test_post_conf_shim(rendered):
     assert one(pairs, "realpathPost") == "on"
     assert one(pairs, "realpathFilter") == "on"
     assert one(pairs, "realpathAdjust") == "-1"
+    # sr3c posts at close(): nothing to pace
+    assert values(pairs, "sleep") == [] and values(pairs, "flowcb") == []
 
 
 @pytest.mark.parametrize("variant", ["watch", "shim"])
@@ -336,8 +350,13 @@ def test_winnow_conf_with_hold(rendered):
         assert one(pairs, "queueName") == names["queues"][config]
         assert one(pairs, "instances") == "1"
         assert one(pairs, "expire") == "7d"
-        assert one(pairs, "flowcb_prepend") == "sarracenia.flowcb.mdelaylatest.MDelayLatest"
+        # MDelayLatest's semantics in linear time; idle queue polled every 0.1 s
+        assert one(pairs, "flowcb_prepend") == "hpc_mirror_pace.Hold"
         assert one(pairs, "mdelay") == "30"
+        assert one(pairs, "sleep") == "0.01"
+        assert one(pairs, "flowcb") == "hpc_mirror_pace.Pace"
+        assert one(pairs, "paceInterval") == "0.1"
+        assert one(pairs, "logEvents") == "on_housekeeping"
         assert one(pairs, "runStateThreshold_lag") == "90s"
         assert one(pairs, "nodupe_ttl") == "60"
         assert one(pairs, "post_broker") == URLS["watch"]
@@ -381,6 +400,13 @@ def test_copy_conf(rendered, variant):
     assert one(pairs, "instances") == str(variables["mirror_copy_instances"])
     assert one(pairs, "retry_ttl") == variables["mirror_retry_ttl"]
     assert one(pairs, "flowcb_prepend") == "hpc_mirror_copier.Copier"
+    assert one(pairs, "accelThreshold") == "1M"
+    assert one(pairs, "accelCpCommand") == "/bin/cp %s %d"
+    assert one(pairs, "batch") == "20"
+    assert one(pairs, "sleep") == "0.01"
+    assert sorted(values(pairs, "flowcb")) == ["hpc_mirror_pace.Pace", "work.age"]
+    assert one(pairs, "paceInterval") == "0.1"
+    assert one(pairs, "logEvents") == "after_work,reject,on_housekeeping"
     assert one(pairs, "post_broker") == URLS[variant]
     assert one(pairs, "post_exchange") == names["exchanges"]["output"]
     masks = [(key, value) for key, value in pairs if key in ("accept", "reject")]
@@ -412,8 +438,38 @@ def test_tally_conf(rendered, variant):
     assert one(pairs, "queueName") == names["queues"][names["tally"]]
     assert one(pairs, "instances") == "1"
     assert one(pairs, "flowcb") == "hpc_mirror_tally.Tally"
+    assert one(pairs, "logEvents") == "on_housekeeping"
+    # lag does not matter to a count: sr3's own idle back-off keeps it cheap
+    assert values(pairs, "sleep") == []
     # the tally only counts: it publishes nowhere
     assert values(pairs, "post_exchange") == [] and values(pairs, "post_broker") == []
+
+
+# --------------------------------------------------------------------------
+# profile reference: the reference example's settings, nothing of ours
+# --------------------------------------------------------------------------
+
+def test_reference_profile(rendered):
+    names = names_for("reference")
+    assert len(names["winnows"]) == 5
+    ours = ("sleep", "paceInterval", "logEvents", "batch", "accelCpCommand")
+    for config in names["winnows"]:
+        pairs = settings(config_path(rendered, "reference", config))
+        assert one(pairs, "flowcb_prepend") == "sarracenia.flowcb.mdelaylatest.MDelayLatest"
+        assert one(pairs, "mdelay") == "30"
+        assert one(pairs, "nodupe_ttl") == "60"
+        assert values(pairs, "flowcb") == []
+        assert all(values(pairs, keyword) == [] for keyword in ours)
+    pairs = settings(config_path(rendered, "reference", names["copier"]))
+    assert one(pairs, "instances") == "10"
+    assert one(pairs, "accelThreshold") == "1M"
+    assert values(pairs, "flowcb") == ["work.age"]
+    assert all(values(pairs, keyword) == [] for keyword in ours)
+    pairs = settings(config_path(rendered, "reference", names["tally"]))
+    assert all(values(pairs, keyword) == [] for keyword in ours)
+    # the reference posts with the shim at close(): its watch is paced as ours is
+    pairs = settings(config_path(rendered, "reference", names["post"]))
+    assert one(pairs, "flowcb") == "hpc_mirror_pace.Pace"
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,177 @@
+"""sr3 flow callbacks that keep the mirror's lag short (shipped by sr3.hpc_mirror).
+
+Pace
+    sr3 3.3.1 sleeps between passes of its main loop, and while a pass finds
+    nothing the sleep doubles from ``sleep`` up to 5-10 s (6.4 s with the default
+    0.1).  A stage that was idle for a few seconds therefore picks up the next
+    message up to 6.4 s late, once per stage: that was most of the lag beyond the
+    hold.  When the gathers before it found nothing, Pace asks them again every
+    ``paceInterval`` seconds (a cheap ``basic_get`` on an AMQP queue, a look at the
+    inotify events in a watch) and returns as soon as something comes, when a held
+    message is due (see Hold), when the flow is asked to stop, or after
+    ``paceBlockMax`` seconds.  That is longer than sr3's longest sleep, so sr3's own
+    back-off never sleeps; with a small ``sleep`` it never throttles a busy flow
+    either.  Messages keep the acknowledgement data of the gather that fetched them.
+
+Hold
+    The noise filter of the winnows, with the semantics of sr3's
+    ``sarracenia.flowcb.mdelaylatest.MDelayLatest`` (option ``mdelay``): every
+    message waits until it is ``mdelay`` seconds old; a newer event of the same
+    path replaces a held one (which is rejected), except that when either carries a
+    file operation (rename, link, remove, ...) the held one goes on at once, so
+    operations keep their order.  MDelayLatest compares each incoming message with
+    every held one (quadratic: 4 000 held paths cost seconds of CPU per winnow in a
+    burst); Hold keeps held messages in a dictionary by path, in order of arrival,
+    and releases from the front.
+
+usage (winnow)::
+
+    flowcb_prepend hpc_mirror_pace.Hold
+    mdelay 30
+    sleep 0.01
+    flowcb hpc_mirror_pace.Pace
+
+usage (copier, watch)::
+
+    sleep 0.01
+    flowcb hpc_mirror_pace.Pace
+"""
+
+import logging
+import sys
+import time
+
+try:
+    from sarracenia import timestr2flt
+    from sarracenia.flowcb import FlowCB
+except ImportError:  # pragma: no cover - only sr3 runs this plugin
+    FlowCB = object
+    timestr2flt = None
+
+logger = logging.getLogger(__name__)
+
+# When the oldest message held by this process's Hold is due (epoch seconds), or None.
+NEXT_DUE = {"time": None}
+
+
+class HeldMessages(object):
+    """Messages held by path until due; a newer event of a path replaces the held one."""
+
+    def __init__(self, delay):
+        self.delay = delay
+        self.held = {}  # path -> (due, message), in order of arrival
+
+    def __len__(self):
+        return len(self.held)
+
+    def next_due(self):
+        for due, _message in self.held.values():
+            return due
+        return None
+
+    def accept(self, messages, published, now):
+        """Return (passed on now, replaced without a file operation) for the incoming messages.
+
+        published(message) is the message's publication time in epoch seconds.
+        """
+        passed, suppressed = [], []
+        for message in messages:
+            path = message["relPath"]
+            due = published(message) + self.delay
+            previous = self.held.pop(path, None)
+            if previous is not None:
+                if "fileOp" in previous[1] or "fileOp" in message:
+                    passed.append(previous[1])
+                else:
+                    suppressed.append(previous[1])
+            if due <= now and previous is None:
+                passed.append(message)
+            else:
+                # Held even when due if it replaced one: it then goes on below, after the one it replaced.
+                self.held[path] = (due, message)
+        passed.extend(self.release(now))
+        return passed, suppressed
+
+    def release(self, now, everything=False):
+        released = []
+        while self.held:
+            path, (due, message) = next(iter(self.held.items()))
+            if due > now and not everything:
+                # Arrival order is publication order from one poster; a replaced path
+                # moved to the end, so nothing further down is due yet.
+                break
+            del self.held[path]
+            released.append(message)
+        return released
+
+
+class Hold(FlowCB):
+
+    def __init__(self, options):
+        super().__init__(options, logger)
+        self.o.add_option("mdelay", "duration", 30)
+        self.messages = HeldMessages(float(self.o.mdelay))
+        self.suppressions = 0
+        logger.info("holding each path %s s", self.o.mdelay)
+
+    def after_accept(self, worklist):
+        passed, suppressed = self.messages.accept(worklist.incoming, lambda m: timestr2flt(m["pubTime"]), time.time())
+        if self.stop_requested:
+            passed.extend(self.messages.release(0, everything=True))
+            logger.info("stop requested: held messages passed on")
+        self.suppressions += len(suppressed)
+        worklist.rejected.extend(suppressed)
+        worklist.incoming = passed
+        NEXT_DUE["time"] = self.messages.next_due()
+
+    def on_housekeeping(self):
+        logger.info("suppressions=%d held=%d", self.suppressions, len(self.messages))
+        self.suppressions = 0
+
+
+class Pace(FlowCB):
+
+    def __init__(self, options):
+        super().__init__(options, logger)
+        self.o.add_option("paceInterval", "duration", 0.1)
+        self.o.add_option("paceBlockMax", "duration", 11)
+        self.sources = None
+
+    def _sources(self, flow):
+        """The gathers that run before this one in the flow (normally the message or file gather)."""
+        if self.sources is None:
+            self.sources = []
+            for gather in getattr(flow, "plugins", {}).get("gather", []):
+                owner = getattr(gather, "__self__", None)
+                if owner is self:
+                    break
+                self.sources.append(gather)
+            if not self.sources:
+                logger.warning("no gather found before Pace: idle stages poll every %s s", self.o.paceInterval)
+        return self.sources
+
+    def gather(self, messageCountMax):
+        if messageCountMax < self.o.batch:
+            return (True, [])  # this pass has messages already
+        # Called by sr3's Flow.gather: the flow is the caller's self.
+        return (True, self._wait(messageCountMax, self._sources(sys._getframe(1).f_locals.get("self"))))
+
+    def _wait(self, count, sources):
+        start = time.time()
+        interval = min(0.01, float(self.o.paceInterval))
+        while not self.stop_requested:
+            due = NEXT_DUE["time"]
+            now = time.time()
+            if now - start >= float(self.o.paceBlockMax) or (due is not None and now >= due):
+                return []
+            pause = interval if due is None else max(0.0, min(interval, due - now))
+            time.sleep(pause)
+            interval = min(interval * 2, float(self.o.paceInterval))
+            for gather in sources:
+                result = gather(count)
+                messages = result[1] if isinstance(result, tuple) else result
+                if messages:
+                    return messages
+            if not sources and time.time() - start >= float(self.o.paceInterval):
+                return []
+        return []
