@@ -368,7 +368,7 @@ class Bench(object):
             if os.path.exists(self.sr3(flow)):
                 self.stop(flow)
             run(["pkill", "-TERM", "-u", user], check=False)
-            for _ in range(20):
+            for _attempt in range(20):
                 if run(["pgrep", "-u", user], check=False, stdout=subprocess.DEVNULL).returncode:
                     break
                 time.sleep(0.5)
@@ -532,7 +532,7 @@ def table(results, args, machine):
 
 
 def parse():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--quick", action="store_true", help="short workloads (2 000 burst, 20 s sustained, 5 large)")
     parser.add_argument("--hold", type=int, default=30, help="hold of both flows, seconds (default 30)")
     parser.add_argument("--timeout", type=int, default=300, help="seconds past the hold to wait for the last file")

@@ -21,7 +21,7 @@ import pytest
 
 import sarracenia
 import sarracenia.config
-import sarracenia.flowcb.mdelaylatest as mdelaylatest
+from sarracenia.flowcb import mdelaylatest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 FILES = os.path.join(ROOT, "roles", "mirror", "files")
@@ -72,7 +72,7 @@ def test_hold_passes_and_rejects_what_mdelaylatest_does(options, monkeypatch, se
     seen = {"passed": 0, "rejected": 0, "operations": 0}
     for _batch in range(60):
         incoming = []
-        for _ in range(rng.randint(0, 8)):
+        for _event in range(rng.randint(0, 8)):
             published += rng.uniform(0, 2)
             operation = rng.choice([None, None, None, "rename", "remove", "link"])
             incoming.append(message("d/f%d" % rng.randint(0, 12), published, operation))
