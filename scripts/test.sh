@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, or one stage of it: lint | sanity | unit | build | molecule.
-# Needs root (molecule creates a user and starts RabbitMQ) and the venv's tools on PATH.
+# Needs root (molecule creates users, network namespaces and starts RabbitMQ and sshd) and the venv's tools on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stages=${*:-lint sanity unit build molecule}
@@ -18,6 +18,7 @@ for stage in $stages; do
       bash scripts/check_build.sh ;;
     molecule)
       molecule test -s local
+      molecule test -s default
       # sr3c is in no registry CI reaches: the shim scenario needs its source.
       if [ -n "${SR3C_SOURCE:-}" ]; then molecule test -s shim
       else echo "molecule shim: skipped, SR3C_SOURCE (sarrac release tarball or source tree) is not set"; fi ;;
