@@ -21,8 +21,9 @@ HOLD = 3
 
 
 def playbook(name, *extra):
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")  # molecule forces colours
     result = subprocess.run(["ansible-playbook", "-i", INVENTORY, "sr3.hpc_mirror.%s" % name] + list(extra),
-                            capture_output=True, text=True, check=False, env=dict(os.environ))
+                            capture_output=True, text=True, check=False, env=env)
     return result, result.stdout + result.stderr
 
 
