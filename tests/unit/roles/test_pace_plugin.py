@@ -14,14 +14,18 @@ __metaclass__ = type
 import importlib.util
 import os
 import random
+import sys
+import threading
 import time
 import types
+from collections import OrderedDict
 
 import pytest
 
 import sarracenia
 import sarracenia.config
 from sarracenia.flowcb import mdelaylatest
+from sarracenia.flowcb.gather.file import File
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 FILES = os.path.join(ROOT, "roles", "mirror", "files")
@@ -196,3 +200,42 @@ def test_pace_wakes_for_a_due_hold_and_for_stop(options):
     start = time.time()
     assert flow.gather() == []
     assert time.time() - start < 0.05
+
+
+class Watch(object):
+    """The parts of sr3's watch gather (gather.file.File) that hand events over, with its own code."""
+
+    on_add = File.on_add
+    wakeup = File.wakeup
+
+    def __init__(self):
+        self.new_events = OrderedDict()
+        self.left_events = OrderedDict()
+
+    def process_event(self, event, src, dst):
+        return True, [src]
+
+
+def test_guarded_watch_loses_no_event():
+    watch = Watch()
+    assert pace.guard_watch(watch)
+    assert not pace.guard_watch(watch)  # once is enough
+    count = 20000
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        adder = threading.Thread(target=lambda: [watch.on_add("create", "/f%d" % i, None) for i in range(count)])
+        adder.start()
+        seen = []
+        while adder.is_alive():
+            seen.extend(watch.wakeup())
+        adder.join()
+        seen.extend(watch.wakeup())
+    finally:
+        sys.setswitchinterval(interval)
+    assert len(seen) == count and len(set(seen)) == count
+
+
+def test_guard_watch_leaves_other_gathers_alone():
+    assert not pace.guard_watch(None)
+    assert not pace.guard_watch(object())
