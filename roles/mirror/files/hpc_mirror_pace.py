@@ -28,7 +28,11 @@ Hold
     operations keep their order.  MDelayLatest compares each incoming message with
     every held one (quadratic: 4 000 held paths cost seconds of CPU per winnow in a
     burst); Hold keeps held messages in a dictionary by path, in order of arrival,
-    and releases from the front.
+    and releases from the front.  Due messages are handed out by its gather, so
+    that sr3 counts them as work (a pass that gathered nothing makes sr3's
+    back-off grow, and in a winnow whose only work was releasing held messages
+    that back-off had grown to 5-10 s), and marked so that its after_accept
+    passes them on.
 
 usage (winnow)::
 
@@ -60,6 +64,8 @@ logger = logging.getLogger(__name__)
 
 # When the oldest message held by this process's Hold is due (epoch seconds), or None.
 NEXT_DUE = {"time": None}
+# Field marking a message Hold's gather released (removed before posting).
+RELEASED = "hpc_mirror_released"
 
 
 class HeldMessages(object):
@@ -100,9 +106,9 @@ class HeldMessages(object):
         passed.extend(self.release(now))
         return passed, suppressed
 
-    def release(self, now, everything=False):
+    def release(self, now, everything=False, limit=None):
         released = []
-        while self.held:
+        while self.held and (limit is None or len(released) < limit):
             path, (due, message) = next(iter(self.held.items()))
             if due > now and not everything:
                 # Arrival order is publication order from one poster; a replaced path
@@ -122,8 +128,21 @@ class Hold(FlowCB):
         self.suppressions = 0
         logger.info("holding each path %s s", self.o.mdelay)
 
+    def gather(self, messageCountMax):
+        """Hand out the held messages that are due (up to messageCountMax), marked as released."""
+        released = self.messages.release(time.time(), limit=max(0, messageCountMax))
+        for message in released:
+            message[RELEASED] = True
+            if "_deleteOnPost" in message:
+                message["_deleteOnPost"].add(RELEASED)
+        NEXT_DUE["time"] = self.messages.next_due()
+        return (True, released)
+
     def after_accept(self, worklist):
-        passed, suppressed = self.messages.accept(worklist.incoming, lambda m: timestr2flt(m["pubTime"]), time.time())
+        released = [m for m in worklist.incoming if m.get(RELEASED)]
+        incoming = [m for m in worklist.incoming if not m.get(RELEASED)]
+        passed, suppressed = self.messages.accept(incoming, lambda m: timestr2flt(m["pubTime"]), time.time())
+        passed = released + passed
         if self.stop_requested:
             passed.extend(self.messages.release(0, everything=True))
             logger.info("stop requested: held messages passed on")
@@ -216,16 +235,19 @@ class Pace(FlowCB):
         while not self.stop_requested:
             due = NEXT_DUE["time"]
             now = time.time()
-            if now - start >= float(self.o.paceBlockMax) or (due is not None and now >= due):
+            if now - start >= float(self.o.paceBlockMax):
                 return []
             pause = interval if due is None else max(0.0, min(interval, due - now))
             time.sleep(pause)
             interval = min(interval * 2, float(self.o.paceInterval))
+            # The sources include Hold's gather, which hands out due messages.
             for gather in sources:
                 result = gather(count)
                 messages = result[1] if isinstance(result, tuple) else result
                 if messages:
                     return messages
+            if due is not None and time.time() >= due:
+                return []  # due, but nothing came (the held message was replaced): let the flow pass
             if not sources and time.time() - start >= float(self.o.paceInterval):
                 return []
         return []

@@ -239,3 +239,23 @@ def test_guarded_watch_loses_no_event():
 def test_guard_watch_leaves_other_gathers_alone():
     assert not pace.guard_watch(None)
     assert not pace.guard_watch(object())
+
+
+def test_hold_hands_out_due_messages_through_gather(options, monkeypatch):
+    """Released messages count as gathered (no sr3 back-off) and pass the hold's after_accept unchanged."""
+    clock = {"now": 1.7e9}
+    monkeypatch.setattr(pace.time, "time", lambda: clock["now"])
+    hold = pace.Hold(options)
+    hold.after_accept(worklist([message("a", clock["now"]), message("b", clock["now"] + 5)]))
+    assert hold.gather(100) == (True, [])
+    clock["now"] += 31
+    keep_going, released = hold.gather(100)
+    assert keep_going and [m["relPath"] for m in released] == ["a"]
+    assert released[0][pace.RELEASED] and pace.RELEASED in released[0]["_deleteOnPost"]
+    assert pace.NEXT_DUE["time"] == pytest.approx(1.7e9 + 35)
+    work = worklist(released + [message("c", clock["now"])])
+    hold.after_accept(work)
+    assert [m["relPath"] for m in work.incoming] == ["a"]
+    assert sorted(hold.messages.held) == ["b", "c"]
+    clock["now"] += 10
+    assert [m["relPath"] for m in hold.gather(1)[1]] == ["b"]  # at most what the batch has room for
