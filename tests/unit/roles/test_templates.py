@@ -403,6 +403,7 @@ def test_copy_conf(rendered, variant):
     assert one(pairs, "accelThreshold") == "1M"
     assert one(pairs, "accelCpCommand") == "/bin/cp %s %d"
     assert one(pairs, "batch") == "20"
+    assert one(pairs, "housekeeping") == "30"
     assert one(pairs, "sleep") == "0.01"
     assert sorted(values(pairs, "flowcb")) == ["hpc_mirror_pace.Pace", "work.age"]
     assert one(pairs, "paceInterval") == "0.1"
@@ -452,7 +453,7 @@ def test_tally_conf(rendered, variant):
 def test_reference_profile(rendered):
     names = names_for("reference")
     assert len(names["winnows"]) == 5
-    ours = ("sleep", "paceInterval", "logEvents", "batch", "accelCpCommand")
+    ours = ("sleep", "paceInterval", "logEvents", "batch", "accelCpCommand", "housekeeping")
     for config in names["winnows"]:
         pairs = settings(config_path(rendered, "reference", config))
         assert one(pairs, "flowcb_prepend") == "sarracenia.flowcb.mdelaylatest.MDelayLatest"
