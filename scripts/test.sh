@@ -19,6 +19,7 @@ for stage in $stages; do
     molecule)
       molecule test -s local
       molecule test -s default
+      molecule test -s failover
       # sr3c is in no registry CI reaches: the shim scenario needs its source.
       if [ -n "${SR3C_SOURCE:-}" ]; then molecule test -s shim
       else echo "molecule shim: skipped, SR3C_SOURCE (sarrac release tarball or source tree) is not set"; fi ;;

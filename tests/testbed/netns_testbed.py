@@ -1,9 +1,8 @@
-#!/usr/bin/env python3
 # Copyright: sr3.hpc_mirror contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Two HPC clusters and a broker host on one machine, made of Linux namespaces.
 
-    netns_testbed.py up      create (or complete) the test bed; idempotent
+    python3 netns_testbed.py up      create (or complete) the test bed; idempotent
     netns_testbed.py down    remove everything 'up' made, also after a failed run
     netns_testbed.py status  print what exists, as JSON
     netns_testbed.py cut HOST...      an outage: kill the host's processes but sshd, unplug its link
@@ -129,7 +128,7 @@ class Testbed:
 
     def ensure_trees(self, user):
         pubkey = open(self.path("controller", "id_ed25519.pub")).read()
-        for cluster, tree in {("hpc1", "primary"), ("hpc2", "secondary")}:
+        for cluster, tree in (("hpc1", "primary"), ("hpc2", "secondary")):
             fs = self.path(cluster, "fs", tree)
             if not os.path.isdir(fs):
                 os.makedirs(fs)

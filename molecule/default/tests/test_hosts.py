@@ -2,8 +2,6 @@
 of the flow with the right modes, and exactly the expected processes, their
 state kept apart although the nodes of a cluster share $HOME."""
 
-import os
-
 import pytest
 
 from testbed import group_vars
