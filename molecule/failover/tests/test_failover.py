@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "default", "tests"))
-from testbed import node, tree_state, wait_until_equal  # noqa: E402
+from testbed import node, wait_until_equal  # noqa: E402
 
 testinfra_hosts = ["hpc2n1"]
 
