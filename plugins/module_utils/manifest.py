@@ -4,21 +4,24 @@
 """Tree manifests: walk a directory tree, write a sorted manifest, compare two.
 
 Trees may hold many millions of entries, so everything streams: the walk is an
-iterative generator, more than ``chunk_size`` entries are sorted in chunks
-spilled to temporary files and merged, and two manifests are compared with one
-merge pass that holds one entry of each side, plus the chain of their parent
-directories, in memory.
+iterative depth-first generator that lists each directory sorted by name, so
+the entries come out in tree order with no sort of the whole tree (a directory
+of more than ``chunk_size`` names is sorted in chunks spilled to temporary
+files and merged), and two manifests are compared with one merge pass that
+holds one entry of each side, plus the chain of their parent directories, in
+memory.
 
 Manifest format (JSON lines, ASCII only)::
 
     {"hash": "xxh3", "manifest": 2, "mode": "content", "root": "/data", "started": 1700000000.1, ...}
-    {"ctime": 1700000000.5, "hash": "...", "mode": 420, "mtime": 1700000000.5, "path": "a/b.txt",
-     "size": 12, "type": "file"}
+    {"path":"a/b.txt","type":"file","size":12,"mode":420,"mtime":1700000000.5,"hash":"...",
+     "ctime":1700000000.5}
 
 * The first line is the header; every following line is one entry, in tree
   order: sorted by the raw bytes of ``path`` with ``/`` sorting before any
   other byte, so a directory is followed at once by everything below it (the
-  root itself is not an entry).
+  root itself is not an entry). That is the order of a depth-first walk that
+  takes the names of each directory in byte order.
 * Paths are bytes on disk. They are decoded as UTF-8 with ``surrogateescape``
   (bytes that are not valid UTF-8 become lone surrogates U+DC80..U+DCFF) and
   written with ``ensure_ascii`` JSON, so a name such as ``b"\\xff\\n"`` is
@@ -34,6 +37,10 @@ Manifest format (JSON lines, ASCII only)::
   ``metadata`` mode). An entry that could not be fully read carries ``error``
   (for example ``"EACCES: Permission denied"``) and lacks what could not be
   read.
+* Readers take any JSON object per line. The writer puts ``path`` first and
+  ``ctime`` last, without spaces, so that the comparison can take the path
+  from the start of a line and pass over a path whose two lines are equal
+  but for ``ctime`` (which no check compares) without parsing them.
 * The header's ``started`` (epoch seconds) is when the scan began; the
   comparison uses it to tell entries still in flight.
 """
@@ -45,8 +52,10 @@ import collections
 import concurrent.futures
 import datetime
 import errno
+import functools
 import hashlib
 import heapq
+import itertools
 import json
 import os
 import re
@@ -62,7 +71,7 @@ HASH_CHOICES = ('xxh3', 'blake3', 'blake2b', 'md5', 'sha256')
 DEFAULT_HASH = 'xxh3'
 DEFAULT_FALLBACK = 'blake2b'
 _HASH_LIBRARIES = {'xxh3': 'xxhash', 'blake3': 'blake3'}
-# Entries held in memory before a sorted chunk is spilled to a temporary file.
+# Names of one directory held in memory before a sorted chunk is spilled to a temporary file.
 CHUNK_SIZE = 100000
 ALL_CHECKS = ('missing', 'extra', 'type', 'size', 'content', 'symlink_target', 'mode', 'mtime', 'unreadable')
 # Differences the mirror flow repairs by posting the source path again.
@@ -74,6 +83,8 @@ _READ_SIZE = 1024 * 1024
 # Files per hashing task, or fewer when they add up to _BATCH_BYTES.
 _BATCH_FILES = 256
 _BATCH_BYTES = 64 * 1024 * 1024
+# Lines per write, and at most per hashing task.
+_BATCH_LINES = 4096
 _SEP = b'/'
 _SEP_KEY = b'\x00'  # never in a file name, so it sorts a directory's contents right after it
 
@@ -117,6 +128,9 @@ _ENCODER = json.JSONEncoder(ensure_ascii=True, sort_keys=True, separators=(',', 
 
 
 _DECODE = json.JSONDecoder().decode
+# C versions when available: a JSON string literal (quoted, ASCII) of a text, and the scanner of one.
+_ESCAPE = json.encoder.encode_basestring_ascii
+_SCANSTRING = json.decoder.scanstring
 
 
 def dump_line(obj):
@@ -180,87 +194,216 @@ class Selector(object):
 
 # ---------------------------------------------------------------- walking
 
-def _kind(mode):
-    if stat.S_ISREG(mode):
-        return 'file'
-    if stat.S_ISDIR(mode):
-        return 'dir'
-    if stat.S_ISLNK(mode):
-        return 'symlink'
-    return 'other'
+# Open directories (for lstat/readlink relative to them) held at once along the current path;
+# deeper directories are read by absolute path instead.
+_MAX_DIR_FDS = 48
+_DIR_FLAGS = os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0) | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0)
+_USE_DIR_FD = os.stat in os.supports_dir_fd and os.readlink in os.supports_dir_fd and os.open in os.supports_dir_fd
+# Spilled name chunks are read back in blocks of this size.
+_NAMES_BLOCK = 64 * 1024
 
 
-def _make_entry(rel, st):
-    return {
-        'path': rel,
-        'type': _kind(st.st_mode),
-        'size': st.st_size,
-        'mtime': st.st_mtime,
-        'ctime': st.st_ctime,
-        'mode': stat.S_IMODE(st.st_mode),
-    }
+def _read_names(chunk):
+    """Names of a spilled chunk: NUL-separated (no name holds a NUL), read in blocks."""
+    rest = b''
+    while True:
+        block = chunk.read(_NAMES_BLOCK)
+        if not block:
+            return
+        names = (rest + block).split(b'\0')
+        rest = names.pop()
+        yield from names
 
 
-def _child_entry(rel, dir_entry):
-    """Entry for one scandir child, or None when it vanished meanwhile."""
+def _merged_names(chunks):
     try:
-        st = dir_entry.stat(follow_symlinks=False)
-    except FileNotFoundError:
-        # Deleted between listing and stat: normal in a live tree, not an error.
-        return None
-    except OSError as exc:
-        return {'path': rel, 'type': 'other', 'error': _error_text(exc)}
-    entry = _make_entry(rel, st)
-    if entry['type'] == 'symlink':
+        yield from heapq.merge(*[_read_names(chunk) for chunk in chunks])
+    finally:
+        for chunk in chunks:
+            chunk.close()
+
+
+def sorted_names(abs_dir, chunk_size=CHUNK_SIZE, tmp_dir=None):
+    """Iterator over the names (bytes) in directory ``abs_dir``, sorted by their bytes.
+
+    Up to ``chunk_size`` names are sorted in memory; a larger directory is
+    sorted in chunks spilled to temporary files in ``tmp_dir`` and merged.
+    Raises OSError when the directory cannot be listed.
+    """
+    with os.scandir(abs_dir) as listing:
+        names = [child.name for child in itertools.islice(listing, chunk_size)]
+        if len(names) < chunk_size:
+            names.sort()
+            return iter(names)
+        chunks = []
         try:
-            entry['target'] = decode_path(os.readlink(dir_entry.path))
-        except OSError as exc:
-            entry['error'] = _error_text(exc)
-    return entry
+            while names:
+                names.sort()
+                chunk = tempfile.TemporaryFile(dir=tmp_dir)
+                chunks.append(chunk)
+                chunk.write(b'\0'.join(names) + b'\0')
+                chunk.seek(0)
+                names = [child.name for child in itertools.islice(listing, chunk_size)]
+        except BaseException:
+            for chunk in chunks:
+                chunk.close()
+            raise
+    return _merged_names(chunks)
 
 
-def walk_tree(root, selector=None):
-    """Yield ``(abs_path_bytes, entry)`` for everything below ``root``, unordered.
+def new_stats():
+    return {'entries': 0, 'counts': {'file': 0, 'dir': 0, 'symlink': 0, 'other': 0},
+            'errors': 0, 'bytes': 0, 'hashed_files': 0, 'hashed_bytes': 0}
 
-    Iterative depth-first walk with ``os.scandir`` on bytes paths; symlinks are
-    never followed, so symlink loops are harmless. A directory's entry is
-    yielded after its listing, so a listing failure is recorded in its
-    ``error``. Failing to list ``root`` itself raises OSError.
+
+def _error_json(exc):
+    return _ESCAPE(_error_text(exc))
+
+
+def tree_lines(root, selector=None, split=None, stats=None, chunk_size=CHUNK_SIZE, tmp_dir=None):
+    """Yield the manifest lines (text) of everything below ``root``, in tree order.
+
+    Iterative depth-first walk: each directory is listed and sorted by name
+    (sorted_names), its line comes before the lines of its content, so the
+    lines come out in tree order and need no sort. Entries are read with
+    ``lstat`` relative to an open descriptor of their directory; symlinks are
+    never followed, so symlink loops are harmless. Failing to list ``root``
+    itself raises OSError; any other failure is recorded in the entry's
+    ``error``.
+
+    ``split(rel)`` (``rel``: the encoded relative path) tells the regular
+    files to hash: for those a tuple ``(head, tail, abs_path, size, rel)`` is
+    yielded instead of a line, and the hash (or error) goes between ``head``
+    and ``tail``. ``stats`` (see new_stats) is updated with the counts.
     """
     selector = selector or Selector()
+    stats = stats if stats is not None else new_stats()
+    excluded = selector.excluded if selector.exclude else None
+    rejected = selector.rejected if selector.reject else None
+    need_rel = excluded is not None or rejected is not None or split is not None
+    escape = _ESCAPE
+    lstat = os.lstat
+    readlink = os.readlink
+    s_isreg, s_isdir, s_islnk = stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK
+    n_file = n_dir = n_link = n_other = n_errors = n_bytes = 0
     root_b = os.fsencode(root)
-    stack = [(b'', None)]
-    while stack:
-        rel_dir, dir_entry = stack.pop()
-        abs_dir = os.path.join(root_b, rel_dir) if rel_dir else root_b
-        try:
-            with os.scandir(abs_dir) as listing:
-                for child in listing:
-                    rel_b = rel_dir + _SEP + child.name if rel_dir else child.name
-                    rel = decode_path(rel_b)
-                    if selector.excluded(rel):
-                        continue
-                    entry = _child_entry(rel, child)
-                    if entry is None:
-                        continue
-                    if selector.rejected(rel):
-                        # Left out, but what lies below is not (sr3 matches each path alone).
-                        if entry['type'] == 'dir':
-                            stack.append((rel_b, {'rejected': True}))
-                        continue
-                    if entry['type'] == 'dir':
-                        stack.append((rel_b, entry))
-                    else:
-                        yield child.path, entry
-        except OSError as exc:
-            if dir_entry is None:
-                raise
-            dir_entry['error'] = _error_text(exc)
-        if dir_entry is not None and 'rejected' not in dir_entry:
-            yield abs_dir, dir_entry
+    names = sorted_names(root_b, chunk_size, tmp_dir)
+    fd = os.open(root_b, _DIR_FLAGS) if _USE_DIR_FD else None
+    abs_slash = root_b if root_b.endswith(_SEP) else root_b + _SEP
+    json_dir = '{"path":"'
+    rel_dir = ''
+    stack = []
+    rel = None
+    try:
+        while True:
+            name = next(names, None)
+            if name is None:
+                if fd is not None:
+                    os.close(fd)
+                    fd = None
+                if not stack:
+                    break
+                names, fd, abs_slash, json_dir, rel_dir = stack.pop()
+                continue
+            text = name.decode('utf-8', 'surrogateescape')
+            if need_rel:
+                rel = rel_dir + text
+                if excluded is not None and excluded(rel):
+                    continue
+            json_path = json_dir + escape(text)[1:-1]
+            try:
+                st = lstat(name, dir_fd=fd) if fd is not None else lstat(abs_slash + name)
+            except FileNotFoundError:
+                # Deleted between listing and lstat: normal in a live tree, not an error.
+                continue
+            except OSError as exc:
+                if rejected is None or not rejected(rel):
+                    n_other += 1
+                    n_errors += 1
+                    yield '%s","type":"other","error":%s}\n' % (json_path, _error_json(exc))
+                continue
+            mode = st.st_mode
+            if s_isreg(mode):
+                if rejected is not None and rejected(rel):
+                    continue
+                n_file += 1
+                size = st.st_size
+                n_bytes += size
+                if split is not None and split(rel):
+                    yield ('%s","type":"file","size":%d,"mode":%d,"mtime":%r'
+                           % (json_path, size, mode & 0o7777, st.st_mtime),
+                           ',"ctime":%r}\n' % st.st_ctime, abs_slash + name, size, rel)
+                else:
+                    yield ('%s","type":"file","size":%d,"mode":%d,"mtime":%r,"ctime":%r}\n'
+                           % (json_path, size, mode & 0o7777, st.st_mtime, st.st_ctime))
+            elif s_isdir(mode):
+                is_rejected = rejected is not None and rejected(rel)
+                abs_dir = abs_slash + name
+                sub_fd = None
+                try:
+                    if fd is not None and len(stack) < _MAX_DIR_FDS:
+                        sub_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                    sub_names = sorted_names(abs_dir, chunk_size, tmp_dir)
+                except OSError as exc:
+                    if sub_fd is not None:
+                        os.close(sub_fd)
+                    if not is_rejected:
+                        # Left out with what lies below when rejected, like any listing error.
+                        n_dir += 1
+                        n_errors += 1
+                        yield ('%s","type":"dir","size":%d,"mode":%d,"mtime":%r,"error":%s,"ctime":%r}\n'
+                               % (json_path, st.st_size, mode & 0o7777, st.st_mtime, _error_json(exc),
+                                  st.st_ctime))
+                    continue
+                if not is_rejected:
+                    # A rejected directory is left out, but what lies below is not (sr3 matches each path alone).
+                    n_dir += 1
+                    yield ('%s","type":"dir","size":%d,"mode":%d,"mtime":%r,"ctime":%r}\n'
+                           % (json_path, st.st_size, mode & 0o7777, st.st_mtime, st.st_ctime))
+                stack.append((names, fd, abs_slash, json_dir, rel_dir))
+                names, fd, abs_slash, json_dir = sub_names, sub_fd, abs_dir + _SEP, json_path + '/'
+                if need_rel:
+                    rel_dir = rel + '/'
+            elif s_islnk(mode):
+                if rejected is not None and rejected(rel):
+                    continue
+                n_link += 1
+                try:
+                    target = readlink(name, dir_fd=fd) if fd is not None else readlink(abs_slash + name)
+                except OSError as exc:
+                    n_errors += 1
+                    yield ('%s","type":"symlink","size":%d,"mode":%d,"mtime":%r,"error":%s,"ctime":%r}\n'
+                           % (json_path, st.st_size, mode & 0o7777, st.st_mtime, _error_json(exc), st.st_ctime))
+                else:
+                    yield ('%s","type":"symlink","size":%d,"mode":%d,"mtime":%r,"target":%s,"ctime":%r}\n'
+                           % (json_path, st.st_size, mode & 0o7777, st.st_mtime,
+                              escape(target.decode('utf-8', 'surrogateescape')), st.st_ctime))
+            else:
+                if rejected is not None and rejected(rel):
+                    continue
+                n_other += 1
+                yield ('%s","type":"other","size":%d,"mode":%d,"mtime":%r,"ctime":%r}\n'
+                       % (json_path, st.st_size, mode & 0o7777, st.st_mtime, st.st_ctime))
+    finally:
+        if fd is not None:
+            os.close(fd)
+        for frame in stack:
+            if frame[1] is not None:
+                os.close(frame[1])
+        counts = stats['counts']
+        counts['file'] += n_file
+        counts['dir'] += n_dir
+        counts['symlink'] += n_link
+        counts['other'] += n_other
+        stats['entries'] += n_file + n_dir + n_link + n_other
+        stats['errors'] += n_errors
+        stats['bytes'] += n_bytes
 
 
 # ---------------------------------------------------------------- hashing
+
+_CONSTRUCTORS = {}
+
 
 def new_hash(name):
     """Hash object for ``name``.
@@ -268,6 +411,9 @@ def new_hash(name):
     Raises HashUnavailable when its library is not installed for this Python,
     ValueError when the name is unknown or hashlib refuses it (FIPS md5).
     """
+    constructor = _CONSTRUCTORS.get(name)
+    if constructor is not None:
+        return constructor()
     if name not in HASH_CHOICES:
         raise ValueError('unsupported hash algorithm: %s (valid: %s)' % (name, ', '.join(HASH_CHOICES)))
     if name in _HASH_LIBRARIES:
@@ -277,8 +423,12 @@ def new_hash(name):
         except ImportError:
             raise HashUnavailable('hash %s needs the Python package %s, which %s cannot import'
                                   % (name, library, sys.executable))
-        return module.xxh3_128() if name == 'xxh3' else module.blake3()
-    return hashlib.new(name)
+        constructor = module.xxh3_128 if name == 'xxh3' else module.blake3
+    else:
+        hashlib.new(name)  # raises ValueError when refused (FIPS)
+        constructor = functools.partial(hashlib.new, name)
+    _CONSTRUCTORS[name] = constructor
+    return constructor()
 
 
 def check_hash_name(name):
@@ -319,11 +469,10 @@ def hash_file(abs_path, name):
     digest = new_hash(name)
     fd = _open_regular(abs_path)
     try:
-        while True:
-            block = os.read(fd, _READ_SIZE)
-            if not block:
-                break
+        block = os.read(fd, _READ_SIZE)
+        while block:
             digest.update(block)
+            block = os.read(fd, _READ_SIZE)
     finally:
         os.close(fd)
     return digest.hexdigest()
@@ -337,55 +486,80 @@ def _add_hash(abs_path, entry, name):
     return entry
 
 
-def _hash_batch(batch, name):
-    return [_add_hash(abs_path, entry, name) for abs_path, entry in batch]
+def _hash_lines(batch, name):
+    """Finish a batch of tree_lines items: hash the files among them.
 
-
-def _batches(walk, passthrough, wanted):
-    """Group the regular files of ``walk`` that ``wanted(entry)`` into batches of ``(abs_path, entry)``.
-
-    Batches hold up to _BATCH_FILES files or _BATCH_BYTES bytes: one thread
-    task per small file would cost more than hashing it. Other entries are
-    handed to ``passthrough`` at once.
+    Returns ``(bytes of the lines, files hashed, bytes hashed, errors)``.
     """
-    batch, size = [], 0
-    for abs_path, entry in walk:
-        # Only regular files: opening a FIFO would block forever.
-        if entry['type'] != 'file' or 'error' in entry or not wanted(entry):
-            passthrough(entry)
+    lines = []
+    hashed = hashed_bytes = errors = 0
+    for item in batch:
+        if item.__class__ is not tuple:
+            lines.append(item)
             continue
-        batch.append((abs_path, entry))
-        size += entry['size']
-        if len(batch) >= _BATCH_FILES or size >= _BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
+        head, tail, abs_path, size = item[:4]
+        try:
+            digest = hash_file(abs_path, name)
+        except OSError as exc:
+            errors += 1
+            lines.append('%s,"error":%s%s' % (head, _error_json(exc), tail))
+        else:
+            hashed += 1
+            hashed_bytes += size
+            lines.append('%s,"hash":"%s"%s' % (head, digest, tail))
+    return ''.join(lines).encode('ascii'), hashed, hashed_bytes, errors
 
 
-def hashed_in_parallel(walk, hash_name, wanted=None, workers=None):
-    """Yield the entries of ``walk`` (``(abs_path, entry)`` pairs), hashing the wanted files.
+def _write_hashed(out, items, name, workers, stats):
+    """Write tree_lines items to ``out`` in order, hashing their files in ``workers`` threads.
 
-    Batches of files are hashed by ``workers`` threads. xxhash, blake3 and
-    hashlib release the GIL while they digest a block, so the threads use
-    several cores and overlap their reads. At most ``2 * workers`` batches
-    are in flight, which bounds memory.
+    Consecutive items go to one thread task until it holds _BATCH_FILES files,
+    _BATCH_BYTES bytes of them, or _BATCH_LINES lines: one task per small file
+    would cost more than hashing it. xxhash, blake3 and hashlib release the GIL
+    while they digest a block, so the threads use several cores and overlap
+    their reads. At most ``2 * workers`` tasks are in flight, which bounds
+    memory; their results are written in order.
     """
-    wanted = wanted or (lambda entry: True)
     workers = workers or os.cpu_count() or 1
-    ready = collections.deque()
+    max_files, max_bytes, max_lines = _BATCH_FILES, _BATCH_BYTES, _BATCH_LINES
     pending = collections.deque()
+
+    def done(future):
+        data, hashed, hashed_bytes, errors = future.result()
+        out.write(data)
+        stats['hashed_files'] += hashed
+        stats['hashed_bytes'] += hashed_bytes
+        stats['errors'] += errors
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        for batch in _batches(walk, ready.append, wanted):
-            pending.append(pool.submit(_hash_batch, batch, hash_name))
-            if len(pending) >= 2 * workers:
-                ready.extend(pending.popleft().result())
-            while ready:
-                yield ready.popleft()
-        for future in pending:
-            ready.extend(future.result())
-        while ready:
-            yield ready.popleft()
+        batch = []
+        files = size = 0
+        for item in items:
+            batch.append(item)
+            if item.__class__ is tuple:
+                files += 1
+                size += item[3]
+            if files >= max_files or size >= max_bytes or len(batch) >= max_lines:
+                if files or pending:
+                    pending.append(pool.submit(_hash_lines, batch, name))
+                    while len(pending) >= 2 * workers:
+                        done(pending.popleft())
+                else:
+                    out.write(''.join(batch).encode('ascii'))
+                batch = []
+                files = size = 0
+        pending.append(pool.submit(_hash_lines, batch, name))
+        while pending:
+            done(pending.popleft())
+
+
+def _write_plain(out, lines):
+    """Write tree_lines lines (no file to hash) in blocks."""
+    while True:
+        block = list(itertools.islice(lines, _BATCH_LINES))
+        if not block:
+            return
+        out.write(''.join(block).encode('ascii'))
 
 
 class Sampler(object):
@@ -408,88 +582,30 @@ class Sampler(object):
         self.fraction = fraction
         self.count = count
         self.key = hashlib.blake2b(seed.encode('utf-8')).digest()[:16]
-        self._heap = []  # (-score, path, abs_path): the count best so far
+        self._heap = []  # (-score, path, abs_path, line): the count best so far
 
     def score(self, rel):
         digest = hashlib.blake2b(path_bytes(rel), digest_size=8, key=self.key).digest()
         return int.from_bytes(digest, 'big') / 2.0 ** 64
 
-    def wanted(self, entry):
-        return self.score(entry['path']) < self.fraction
+    def wanted(self, rel):
+        """Fraction mode: whether the file at encoded relative path ``rel`` is hashed."""
+        return self.score(rel) < self.fraction
 
-    def offer(self, abs_path, entry):
-        """Count mode: consider one file for the sample."""
-        item = (-self.score(entry['path']), entry['path'], abs_path)
+    def offer(self, abs_path, rel, line=None):
+        """Count mode: consider one file for the sample (``line``: where it is in the manifest)."""
+        item = (-self.score(rel), rel, abs_path, line)
         if len(self._heap) < self.count:
             heapq.heappush(self._heap, item)
         elif item > self._heap[0]:
             heapq.heapreplace(self._heap, item)
 
     def chosen(self):
-        """Count mode: ``(abs_path, path)`` of the chosen files."""
-        return [(abs_path, rel) for _score, rel, abs_path in self._heap]
-
-
-# ---------------------------------------------------------------- sorting
-
-def _entry_key(line):
-    return path_key(load_line(line)['path'])
-
-
-def _spill(batch, tmp_dir):
-    """Write a sorted batch of ``(key, line)`` to an anonymous temp file."""
-    batch.sort()
-    chunk = tempfile.TemporaryFile(dir=tmp_dir)
-    chunk.writelines(line for _key, line in batch)
-    chunk.seek(0)
-    return chunk
-
-
-def _read_chunk(chunk):
-    for line in chunk:
-        yield _entry_key(line), line
-
-
-def sorted_lines(entries, chunk_size=CHUNK_SIZE, tmp_dir=None):
-    """Yield ``(key, line)``: the entries as JSON lines in tree order.
-
-    Up to ``chunk_size`` entries are sorted in memory; beyond that, sorted
-    chunks go to temporary files in ``tmp_dir`` and are merged with heapq.
-    """
-    chunks = []
-    batch = []
-    try:
-        for entry in entries:
-            batch.append((path_key(entry['path']), dump_line(entry)))
-            if len(batch) >= chunk_size:
-                chunks.append(_spill(batch, tmp_dir))
-                batch = []
-        batch.sort()
-        # Paths are unique, so tuples never compare the lines themselves.
-        streams = [_read_chunk(c) for c in chunks] + [iter(batch)]
-        yield from heapq.merge(*streams)
-    finally:
-        for chunk in chunks:
-            chunk.close()
+        """Count mode: ``(abs_path, path, line)`` of the chosen files."""
+        return [(abs_path, rel, line) for _score, rel, abs_path, line in self._heap]
 
 
 # ---------------------------------------------------------------- writing
-
-def new_stats():
-    return {'entries': 0, 'counts': {'file': 0, 'dir': 0, 'symlink': 0, 'other': 0},
-            'errors': 0, 'bytes': 0, 'hashed_files': 0, 'hashed_bytes': 0}
-
-
-def _counted(entries, stats):
-    for entry in entries:
-        stats['entries'] += 1
-        stats['counts'][entry['type']] += 1
-        if 'error' in entry:
-            stats['errors'] += 1
-        if entry['type'] == 'file':
-            stats['bytes'] += entry['size']
-        yield entry
-
 
 def make_header(root, mode, hash_name, selector, sample=None):
     header = {
@@ -523,61 +639,56 @@ def _current_umask():
     return mask
 
 
-def _scan(root, mode, hash_name, selector, sampler, workers):
-    """Unordered entries of ``root`` for ``mode``."""
-    walk = walk_tree(root, selector)
-    if mode == 'metadata':
-        return (entry for _abs_path, entry in walk)
-    if mode == 'sample' and sampler.count is not None:
-        def offered():
-            for abs_path, entry in walk:
-                if entry['type'] == 'file' and 'error' not in entry:
-                    sampler.offer(abs_path, entry)
-                yield entry
-        return offered()
-    wanted = sampler.wanted if mode == 'sample' else None
-    return hashed_in_parallel(walk, hash_name, wanted, workers)
+def _write_sampled(out, items, sampler, hash_name, workers, stats, tmp_dir):
+    """Count mode: the sample is known once the walk is over, so spool the lines, then patch in the hashes."""
+    with tempfile.TemporaryFile(dir=tmp_dir) as spool:
+        lineno = 0
+        block = []
+        for item in items:
+            if item.__class__ is tuple:
+                head, tail, abs_path, size, rel = item
+                sampler.offer(abs_path, rel, (lineno, size))
+                item = head + tail
+            block.append(item)
+            lineno += 1
+            if len(block) >= _BATCH_LINES:
+                spool.write(''.join(block).encode('ascii'))
+                block = []
+        spool.write(''.join(block).encode('ascii'))
+        spool.seek(0)
+        patches = {}
+        for (lineno, size), result in _hashed_chosen(sampler, hash_name, workers):
+            patches[lineno] = (size,) + result
+        for lineno, line in enumerate(spool):
+            item = patches.get(lineno)
+            if item is not None:
+                size, error, digest = item
+                cut = line.rindex(b',"ctime":')
+                if error is None:
+                    stats['hashed_files'] += 1
+                    stats['hashed_bytes'] += size
+                    line = b'%s,"hash":"%s"%s' % (line[:cut], digest.encode('ascii'), line[cut:])
+                else:
+                    stats['errors'] += 1
+                    line = b'%s,"error":%s%s' % (line[:cut], error.encode('ascii'), line[cut:])
+            out.write(line)
 
 
-def _count_hashes(entries, stats):
-    for entry in entries:
-        if 'hash' in entry:
-            stats['hashed_files'] += 1
-            stats['hashed_bytes'] += entry['size']
-        yield entry
+def _hashed_chosen(sampler, hash_name, workers):
+    """Count mode: hash the chosen files; yield ``(line, (error JSON or None, digest or None))``."""
+    chosen = sampler.chosen()
+    workers = workers or os.cpu_count() or 1
 
+    def one(abs_path):
+        try:
+            return None, hash_file(abs_path, hash_name)
+        except OSError as exc:
+            return _error_json(exc), None
 
-def _hash_chosen(sampler, hash_name, workers):
-    """Count mode: hash the chosen files after the walk; ``{key: (hash or None, error or None)}``."""
-    walk = ((abs_path, {'path': rel, 'type': 'file', 'size': 0}) for abs_path, rel in sampler.chosen())
-    done = {}
-    for entry in hashed_in_parallel(walk, hash_name, None, workers):
-        done[path_key(entry['path'])] = (entry.get('hash'), entry.get('error'))
-    return done
-
-
-def _patched(lines, sampler, hash_name, workers, stats):
-    """Count mode: add the hashes of the chosen files to their lines.
-
-    The sort has consumed the whole walk when it yields its first line, so
-    the sample is known by then.
-    """
-    hashes = None
-    for key, line in lines:
-        if hashes is None:
-            hashes = _hash_chosen(sampler, hash_name, workers)
-        if key in hashes:
-            entry = load_line(line)
-            digest, error = hashes[key]
-            if digest is not None:
-                entry['hash'] = digest
-                stats['hashed_files'] += 1
-                stats['hashed_bytes'] += entry['size']
-            else:
-                entry['error'] = error
-                stats['errors'] += 1
-            line = dump_line(entry)
-        yield line
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(one, [abs_path for abs_path, _rel, _line in chosen])
+        for (_abs_path, _rel, line), result in zip(chosen, results):
+            yield line, result
 
 
 def write_manifest(root, dest, mode='content', hash_name=DEFAULT_HASH, exclude=None, reject=None,
@@ -589,10 +700,11 @@ def write_manifest(root, dest, mode='content', hash_name=DEFAULT_HASH, exclude=N
     regular file with ``hash_name``; ``sample`` hashes a deterministic random
     sample (``sample_fraction`` or ``sample_count``, ``sample_seed``; see
     Sampler). ``exclude``, ``reject`` and ``reject_base``: see Selector.
-    ``dest`` is replaced atomically. Temporary files (the partial manifest and
-    sort chunks) go next to ``dest``: node-local /tmp is often too small.
-    Stats: ``entries``, ``counts`` per type, ``errors``, ``bytes`` (files),
-    ``hashed_files``, ``hashed_bytes``.
+    ``chunk_size``: directories of more names than this are sorted in chunks
+    (see sorted_names). ``dest`` is replaced atomically. Temporary files (the
+    partial manifest and sort chunks) go next to ``dest``: node-local /tmp is
+    often too small. Stats: ``entries``, ``counts`` per type, ``errors``,
+    ``bytes`` (files), ``hashed_files``, ``hashed_bytes``.
     """
     if mode not in MODES:
         raise ValueError('unknown mode: %s (valid: %s)' % (mode, ', '.join(MODES)))
@@ -608,12 +720,15 @@ def write_manifest(root, dest, mode='content', hash_name=DEFAULT_HASH, exclude=N
             # mkstemp makes 0600; give the manifest the mode a plain open() would.
             os.fchmod(out.fileno(), 0o666 & ~_current_umask())
             out.write(dump_line(make_header(root, mode, hash_name, selector, sampler)))
-            entries = _scan(root, mode, hash_name, selector, sampler, workers)
-            lines = sorted_lines(_count_hashes(_counted(entries, stats), stats), chunk_size, dest_dir)
-            if sampler is not None and sampler.count is not None:
-                out.writelines(_patched(lines, sampler, hash_name, workers, stats))
+            if mode == 'metadata':
+                _write_plain(out, tree_lines(root, selector, None, stats, chunk_size, dest_dir))
+            elif sampler is not None and sampler.count is not None:
+                items = tree_lines(root, selector, _every_file, stats, chunk_size, dest_dir)
+                _write_sampled(out, items, sampler, hash_name, workers, stats, dest_dir)
             else:
-                out.writelines(line for _key, line in lines)
+                split = sampler.wanted if sampler is not None else _every_file
+                items = tree_lines(root, selector, split, stats, chunk_size, dest_dir)
+                _write_hashed(out, items, hash_name, workers, stats)
         os.replace(tmp_path, dest)
     except BaseException:
         os.unlink(tmp_path)
@@ -621,7 +736,15 @@ def write_manifest(root, dest, mode='content', hash_name=DEFAULT_HASH, exclude=N
     return stats
 
 
+def _every_file(_rel):
+    return True
+
+
 # ---------------------------------------------------------------- reading
+
+_FAST_PREFIX = b'{"path":"'
+_FAST_START = len(_FAST_PREFIX)
+
 
 class ManifestReader(object):
     """Stream a manifest: ``.header``, then iterate ``(key, entry)`` in order.
@@ -653,6 +776,12 @@ class ManifestReader(object):
             self._fail(lineno, 'not a JSON object')
         return obj
 
+    def _parse_entry(self, line, lineno):
+        entry = self._parse(line, lineno)
+        if not isinstance(entry.get('path'), str) or 'type' not in entry:
+            self._fail(lineno, 'entry without "path" or "type"')
+        return entry
+
     def _parse_header(self):
         line = self._fh.readline()
         if not line:
@@ -662,20 +791,51 @@ class ManifestReader(object):
             self._fail(1, 'not a manifest header (expected "manifest": %d)' % MANIFEST_VERSION)
         return header
 
-    def __iter__(self):
+    def lines(self):
+        """Iterate ``(key, line)`` in order, ``line`` the entry's raw line, or ``(key, entry)``.
+
+        A line that starts with its path, as tree_manifest writes them, is
+        given raw: only its path is decoded, the rest when needed (see
+        entry_of). Any other line is parsed and its entry given instead.
+        """
         previous = None
-        for lineno, line in enumerate(self._fh, start=2):
-            entry = self._parse(line, lineno)
-            if not isinstance(entry.get('path'), str) or 'type' not in entry:
-                self._fail(lineno, 'entry without "path" or "type"')
-            key = path_key(entry['path'])
-            if previous is not None and key <= previous:
-                self._fail(lineno, 'entries not in tree order or duplicated')
-            previous = key
-            self.entries += 1
-            if 'error' in entry:
-                self.errors += 1
-            yield key, entry
+        lineno = 1
+        entries = errors = 0
+        scan = _SCANSTRING
+        try:
+            for line in self._fh:
+                lineno += 1
+                end = line.find(b'"', _FAST_START) if line.startswith(_FAST_PREFIX) else -1
+                if end > 0 and line.endswith(b'}\n') and line[end + 1:end + 2] in (b',', b'}'):
+                    item = line
+                    raw = line[_FAST_START:end]
+                    if b'\\' in raw:
+                        # Escapes: the first quote may be one of them. Let the JSON scanner find the end.
+                        try:
+                            text = scan(line.decode('utf-8'), _FAST_START)[0]
+                        except ValueError as exc:
+                            self._fail(lineno, 'invalid JSON (%s)' % exc)
+                        raw = text.encode('utf-8', 'surrogateescape')
+                    key = raw.replace(_SEP, _SEP_KEY)
+                    if b'"error"' in line and 'error' in self._parse_entry(line, lineno):
+                        errors += 1
+                else:
+                    item = self._parse_entry(line, lineno)
+                    key = path_key(item['path'])
+                    if 'error' in item:
+                        errors += 1
+                if previous is not None and key <= previous:
+                    self._fail(lineno, 'entries not in tree order or duplicated')
+                previous = key
+                entries += 1
+                yield key, item
+        finally:
+            self.entries = entries
+            self.errors = errors
+
+    def __iter__(self):
+        for key, item in self.lines():
+            yield key, entry_of(item)
 
     def close(self):
         self._fh.close()
@@ -687,24 +847,36 @@ class ManifestReader(object):
         self.close()
 
 
+def entry_of(item):
+    """The entry of a ``(key, item)`` of ManifestReader.lines: parse a raw line."""
+    if item.__class__ is not bytes:
+        return item
+    try:
+        entry = load_line(item)
+    except ValueError as exc:
+        raise ManifestError('invalid JSON (%s) in the entry line %r' % (exc, item[:200]))
+    if not isinstance(entry, dict) or not isinstance(entry.get('path'), str) or 'type' not in entry:
+        raise ManifestError('entry without "path" or "type": %r' % item[:200])
+    return entry
+
+
+_CTIME = b',"ctime":'
+
+
+def _same_lines(src, dst):
+    """Whether two raw entry lines of one path agree on everything compared: all but a last ``ctime``.
+
+    Conservative: False sends the pair to the full comparison. A line with an
+    error is never the same (its unreadable difference must be reported).
+    """
+    if src == dst:
+        return b'"error"' not in src
+    cut = src.rfind(_CTIME)
+    return (cut > 0 and dst.rfind(_CTIME) == cut and src[:cut] == dst[:cut] and b'"error"' not in src
+            and src.find(b',', cut + 1) < 0 and dst.find(b',', cut + 1) < 0)
+
+
 # ---------------------------------------------------------------- comparing
-
-def _aligned(src, dst):
-    """Merge two sorted ``(key, entry)`` streams into ``(key, src_entry, dst_entry)``; None when absent."""
-    s = next(src, None)
-    d = next(dst, None)
-    while s is not None or d is not None:
-        if d is None or (s is not None and s[0] < d[0]):
-            yield s[0], s[1], None
-            s = next(src, None)
-        elif s is None or d[0] < s[0]:
-            yield d[0], None, d[1]
-            d = next(dst, None)
-        else:
-            yield s[0], s[1], d[1]
-            s = next(src, None)
-            d = next(dst, None)
-
 
 def _entry_diffs(src, dst, checks, mtime_tolerance, compare_content):
     """Yield ``(category, source_value, destination_value)`` for one path present on both sides."""
@@ -800,24 +972,76 @@ class InFlight(object):
         return False
 
 
+_DIR_TYPE = b'"type":"dir"'
+
+
+def _is_dir(item):
+    if item.__class__ is bytes:
+        return _DIR_TYPE in item
+    return item['type'] == 'dir'
+
+
+def _parsed(ancestors):
+    """Ancestors ``[key + NUL, source item, destination item]``, their raw lines parsed in place."""
+    for ancestor in ancestors:
+        for side in (1, 2):
+            if ancestor[side] is not None:
+                ancestor[side] = entry_of(ancestor[side])
+    return ancestors
+
+
 def _differences_with_entries(src_entries, dst_entries, checks, mtime_tolerance, compare_content, in_flight):
-    """Yield ``(difference, source_entry, destination_entry)``; see iter_differences."""
+    """Yield ``(difference, source_entry, destination_entry)``; see iter_differences.
+
+    The items may be raw lines (ManifestReader.lines): a path whose two lines
+    agree on everything compared (_same_lines) is passed over without parsing
+    them; the others are parsed and compared field by field.
+    """
+    track = in_flight is not None and getattr(in_flight, 'enabled', True)
     ancestors = []  # the directories above the current path: tree order keeps them on a stack
-    for key, src, dst in _aligned(iter(src_entries), iter(dst_entries)):
-        while ancestors and not key.startswith(ancestors[-1][0] + _SEP_KEY):
-            ancestors.pop()
-        diffs = list(_path_diffs(src, dst, checks, mtime_tolerance, compare_content))
-        entry = src if src is not None else dst
-        if diffs and in_flight is not None and in_flight(src, dst, ancestors):
+    src = iter(src_entries)
+    dst = iter(dst_entries)
+    s = next(src, None)
+    d = next(dst, None)
+    while s is not None or d is not None:
+        if d is None or (s is not None and s[0] < d[0]):
+            key, s_item = s
+            d_item = None
+            s = next(src, None)
+        elif s is None or d[0] < s[0]:
+            key, d_item = d
+            s_item = None
+            d = next(dst, None)
+        else:
+            key, s_item = s
+            d_item = d[1]
+            s = next(src, None)
+            d = next(dst, None)
+            if s_item.__class__ is bytes and d_item.__class__ is bytes and _same_lines(s_item, d_item):
+                if track:
+                    while ancestors and not key.startswith(ancestors[-1][0]):
+                        ancestors.pop()
+                    if _DIR_TYPE in s_item:
+                        ancestors.append([key + _SEP_KEY, s_item, d_item])
+                continue
+        src_entry = None if s_item is None else entry_of(s_item)
+        dst_entry = None if d_item is None else entry_of(d_item)
+        if track:
+            while ancestors and not key.startswith(ancestors[-1][0]):
+                ancestors.pop()
+        diffs = list(_path_diffs(src_entry, dst_entry, checks, mtime_tolerance, compare_content))
+        entry = src_entry if src_entry is not None else dst_entry
+        if diffs and track and in_flight(src_entry, dst_entry, _parsed(ancestors)):
             yield ({'path': entry['path'], 'category': 'in_flight', 'categories': [d[0] for d in diffs],
-                    'source': None if src is None else src['type'],
-                    'destination': None if dst is None else dst['type']}, src, dst)
+                    'source': None if src_entry is None else src_entry['type'],
+                    'destination': None if dst_entry is None else dst_entry['type']}, src_entry, dst_entry)
         else:
             for category, src_value, dst_value in diffs:
                 yield ({'path': entry['path'], 'category': category, 'source': src_value,
-                        'destination': dst_value}, src, dst)
-        if (src is not None and src['type'] == 'dir') or (dst is not None and dst['type'] == 'dir'):
-            ancestors.append((key, src, dst))
+                        'destination': dst_value}, src_entry, dst_entry)
+        if track and ((src_entry is not None and src_entry['type'] == 'dir')
+                      or (dst_entry is not None and dst_entry['type'] == 'dir')):
+            ancestors.append([key + _SEP_KEY, src_entry, dst_entry])
 
 
 def iter_differences(src_entries, dst_entries, checks=ALL_CHECKS, mtime_tolerance=1.0, compare_content=True,
@@ -910,7 +1134,8 @@ def compare_manifests(src_path, dst_path, checks=ALL_CHECKS, mtime_tolerance=1.0
         delete = _PathList(delete_list, dst.header.get('root', ''))
         stale = _PathList(stale_list, dst.header.get('root', ''))
         try:
-            differences = _differences_with_entries(src, dst, checks, mtime_tolerance, compare_content, in_flight)
+            differences = _differences_with_entries(src.lines(), dst.lines(), checks, mtime_tolerance,
+                                                    compare_content, in_flight)
             for diff, src_entry, dst_entry in differences:
                 if diff['category'] == 'in_flight':
                     result['in_flight'] += 1

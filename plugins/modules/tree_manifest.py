@@ -16,8 +16,10 @@ description:
     depending on O(mode), a content hash of regular files), in tree order.
   - Two manifests, for example of the source and of the destination of a mirror,
     are compared with M(sr3.hpc_mirror.manifest_compare).
-  - Memory stays bounded on trees of many millions of entries; beyond 100000 entries
-    the sort spills chunks to temporary files next to O(dest).
+  - Each directory is listed in name order, so the manifest comes out in tree order with no
+    sort of the whole tree, and memory stays bounded on trees of many millions of entries;
+    a directory of more than 100000 entries is sorted in chunks spilled to temporary files
+    next to O(dest).
   - Regular files are hashed in parallel, one thread per CPU by default.
   - Unreadable files and directories do not fail the module; their entries carry an
     C(error) field and they are counted in RV(errors).

@@ -405,3 +405,54 @@ def test_not_json(tmp_path):
 def test_unreadable_manifest_raises_oserror(tmp_path):
     with pytest.raises(OSError):
         compare_manifests(str(tmp_path / 'nope'), str(tmp_path / 'nope'))
+
+
+# ---------------------------------------------------------------- walk order and fast comparison
+
+def test_walk_without_directory_descriptors_same(tmp_path, monkeypatch):
+    # Deep trees are read by absolute path beyond _MAX_DIR_FDS open directories: same manifest.
+    src = make_tree(tmp_path / 'src')
+    (src / 'dir' / 'sub' / 'deeper' / 'deepest').mkdir(parents=True)
+    (src / 'dir' / 'sub' / 'deeper' / 'deepest' / 'f').write_bytes(b'f')
+    os.symlink('../f', str(src / 'dir' / 'sub' / 'deeper' / 'deepest' / 'l'))
+    write_manifest(str(src), str(tmp_path / 'fds'))
+    for limit in (0, 1, 2):
+        monkeypatch.setattr(manifest, '_MAX_DIR_FDS', limit)
+        write_manifest(str(src), str(tmp_path / 'paths'))
+        assert (tmp_path / 'paths').read_bytes().splitlines()[1:] == (tmp_path / 'fds').read_bytes().splitlines()[1:]
+
+
+def test_lines_in_byte_order_of_the_tree_keys(tmp_path):
+    src = tmp_path / 'src'
+    for rel in ('a-c', 'a/b-c/d', 'a/b/e', 'a.', 'a0', 'b', 'a\tb', 'a\nb', '\u00e9', 'z/\u00e9/x'):
+        path = src / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b'x')
+    keys = [path_key(e['path']) for e in entries_of(tmp_path, src)]
+    assert keys == sorted(keys) and len(keys) == len(set(keys)) == 15
+
+
+def test_old_key_order_compares_like_the_writers(tmp_path, trees):
+    # Readers take any JSON object per line: a manifest with sorted keys (the first writer's) gives the same result.
+    src, dst = trees
+    keep_mtime(dst / 'top.bin', grow)
+    os.chmod(str(dst / 'dir' / 'a.txt'), 0o600)
+    os.unlink(str(dst / 'link'))
+    write_manifest(str(src), str(tmp_path / 'a'), hash_name='blake2b')
+    write_manifest(str(dst), str(tmp_path / 'b'), hash_name='blake2b')
+    lines = (tmp_path / 'b').read_bytes().splitlines(True)
+    (tmp_path / 'b_sorted').write_bytes(lines[0] + b''.join(manifest.dump_line(json.loads(line)) for line in lines[1:]))
+    new = compare_manifests(str(tmp_path / 'a'), str(tmp_path / 'b'))
+    old = compare_manifests(str(tmp_path / 'a'), str(tmp_path / 'b_sorted'))
+    assert new == old and nonzero(new['counts']) == {'size': 1, 'content': 1, 'mode': 1, 'missing': 1}
+
+
+def test_equal_lines_with_errors_still_unreadable(tmp_path, trees):
+    src, _dst = trees
+    write_manifest(str(src), str(tmp_path / 'a'))
+    lines = (tmp_path / 'a').read_bytes().splitlines(True)
+    broken = [line.replace(b',"ctime":', b',"error":"EIO: Input/output error","ctime":') if b'top.bin' in line
+              else line for line in lines]
+    (tmp_path / 'b').write_bytes(b''.join(broken))
+    result = compare_manifests(str(tmp_path / 'b'), str(tmp_path / 'b'))
+    assert nonzero(result['counts']) == {'unreadable': 1} and result['source_errors'] == 1
