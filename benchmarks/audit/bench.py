@@ -36,15 +36,19 @@ RUNNER = r'''
 import json, sys, time
 from ansible_collections.sr3.hpc_mirror.plugins.module_utils.manifest import write_manifest, compare_manifests
 mode, src, dst, work = sys.argv[1:5]
-start = time.time()
+times = [time.time()]
 write_manifest(src, work + "/src.manifest", mode=mode)
+times.append(time.time())
 write_manifest(dst, work + "/dst.manifest", mode=mode)
+times.append(time.time())
 result = compare_manifests(work + "/src.manifest", work + "/dst.manifest", report=work + "/report.jsonl")
+times.append(time.time())
 paths = set()
 with open(work + "/report.jsonl", "rb") as fh:
     for line in fh:
         paths.add(json.loads(line)["path"])
-print(json.dumps({"paths": sorted(paths), "counts": result["counts"]}))
+phases = [round(b - a, 3) for a, b in zip(times, times[1:])]
+print(json.dumps({"paths": sorted(paths), "counts": result["counts"], "phases": phases}))
 '''
 
 
@@ -139,11 +143,16 @@ def timed(command, cwd=None, env=None):
     return float(match.group(1)), int(match.group(2)), out.stdout
 
 
-def run_ours(mode, src, dst, work):
+PHASES = {}
+
+
+def run_ours(mode, src, dst, work, cache):
     env = dict(os.environ, PYTHONPATH=REPO)
     seconds, rss, out = timed('%s -c %s %s %s %s %s' % (
         sys.executable, shquote(RUNNER), mode, src, dst, work), env=env)
-    return seconds, rss, set(json.loads(out)['paths'])
+    result = json.loads(out)
+    PHASES[(cache, mode)] = result['phases']
+    return seconds, rss, set(result['paths'])
 
 
 def shquote(text):
@@ -229,17 +238,17 @@ def main():
             ', '.join('%s %d' % (k, list(seeded.values()).count(k)) for k in sorted(set(seeded.values())))))
         print('load average before the runs: %s' % open('/proc/loadavg').read().strip())
         approaches = [
-            ('metadata', lambda: run_ours('metadata', src, dst, work)),
-            ('content', lambda: run_ours('content', src, dst, work)),
-            ('reference', lambda: run_reference(src, dst, work)),
-            ('rsync', lambda: run_rsync(src, dst, work)),
+            ('metadata', lambda cache: run_ours('metadata', src, dst, work, cache)),
+            ('content', lambda cache: run_ours('content', src, dst, work, cache)),
+            ('reference', lambda cache: run_reference(src, dst, work)),
+            ('rsync', lambda cache: run_rsync(src, dst, work)),
         ]
         results = {}
         for cache in ('cold', 'warm'):
             for name, run in approaches:
                 if cache == 'cold' and not drop_caches():
                     print('cannot drop the page cache (not root?): cold runs are warm')
-                seconds, rss, paths = run()
+                seconds, rss, paths = run(cache)
                 results[(cache, name)] = (seconds, rss, paths)
                 print('%s %s: %.2f s, %d MiB, %d paths' % (cache, name, seconds, rss // 1024, len(paths)),
                       flush=True)
@@ -260,6 +269,17 @@ def main():
         print()
         print('metadata mode cannot see the silent corruption (same size and mtime) by design;'
               ' its expected set leaves it out.')
+        print()
+        print('Our phases (s): audit.yml runs the two manifests at once on their two hosts, so its wall time is'
+              ' about the longer manifest + the comparison (+ fetching the manifests).')
+        print()
+        print('| cache | mode | source manifest | destination manifest | comparison |'
+              ' two hosts: longer manifest + comparison | speed-up vs reference |')
+        print('|---|---|---:|---:|---:|---:|---:|')
+        for (cache, mode), (src_s, dst_s, cmp_s) in sorted(PHASES.items()):
+            both = max(src_s, dst_s) + cmp_s
+            print('| %s | %s | %.2f | %.2f | %.2f | %.2f | %.1fx |' % (
+                cache, mode, src_s, dst_s, cmp_s, both, results[(cache, 'reference')][0] / both))
         if not args.skip_scaling:
             shutil.rmtree(src)
             shutil.rmtree(dst)
