@@ -3,13 +3,16 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Tree manifests: walk a directory tree, write a sorted manifest, compare two.
 
-Trees may hold many millions of entries, so everything streams: the walk is an
-iterative depth-first generator that lists each directory sorted by name, so
-the entries come out in tree order with no sort of the whole tree (a directory
-of more than ``chunk_size`` names is sorted in chunks spilled to temporary
-files and merged), and two manifests are compared with one merge pass that
-holds one entry of each side, plus the chain of their parent directories, in
-memory.
+Trees may hold many millions of entries, so everything streams: the walk is
+iterative and depth-first and lists each directory sorted by name, so the
+entries come out in tree order with no sort of the whole tree (a directory of
+more than ``chunk_size`` names is sorted in chunks spilled to temporary files
+and merged), and two manifests are compared with one merge pass that holds one
+entry of each side, plus the chain of their parent directories, in memory.
+The walking process lists the directories; forked worker processes read the
+other entries and hash the files, in runs of consecutive entries whose lines
+are written in order (_write_parallel). Without a process pool the walk runs
+in one process (tree_lines) and files are hashed in threads.
 
 Manifest format (JSON lines, ASCII only)::
 
@@ -85,6 +88,10 @@ _BATCH_FILES = 256
 _BATCH_BYTES = 64 * 1024 * 1024
 # Lines per write, and at most per hashing task.
 _BATCH_LINES = 4096
+# Read entries and hash files in forked worker processes (else in the walking process and threads),
+# also in metadata mode.
+_HASH_IN_PROCESSES = True
+_PARALLEL_METADATA = True
 _SEP = b'/'
 _SEP_KEY = b'\x00'  # never in a file name, so it sorts a directory's contents right after it
 
@@ -486,52 +493,95 @@ def _add_hash(abs_path, entry, name):
     return entry
 
 
-def _hash_lines(batch, name):
-    """Finish a batch of tree_lines items: hash the files among them.
+def _hash_paths(paths, name):
+    """Hash files: a list of hex digests, or of JSON error texts (starting with a quote) for failures."""
+    results = []
+    for abs_path in paths:
+        try:
+            results.append(hash_file(abs_path, name))
+        except OSError as exc:
+            results.append(_error_json(exc))
+    return results
 
-    Returns ``(bytes of the lines, files hashed, bytes hashed, errors)``.
-    """
+
+def _finish_lines(batch, digests, stats):
+    """Bytes of a batch of tree_lines items, with the digests (_hash_paths) of its files."""
     lines = []
+    digests = iter(digests)
     hashed = hashed_bytes = errors = 0
     for item in batch:
         if item.__class__ is not tuple:
             lines.append(item)
             continue
-        head, tail, abs_path, size = item[:4]
-        try:
-            digest = hash_file(abs_path, name)
-        except OSError as exc:
+        digest = next(digests)
+        if digest[0] == '"':
             errors += 1
-            lines.append('%s,"error":%s%s' % (head, _error_json(exc), tail))
+            lines.append('%s,"error":%s%s' % (item[0], digest, item[1]))
         else:
             hashed += 1
-            hashed_bytes += size
-            lines.append('%s,"hash":"%s"%s' % (head, digest, tail))
-    return ''.join(lines).encode('ascii'), hashed, hashed_bytes, errors
+            hashed_bytes += item[3]
+            lines.append('%s,"hash":"%s"%s' % (item[0], digest, item[1]))
+    stats['hashed_files'] += hashed
+    stats['hashed_bytes'] += hashed_bytes
+    stats['errors'] += errors
+    return ''.join(lines).encode('ascii')
+
+
+def _process_pool(workers):
+    """A pool of ``workers`` forked processes, or None where there is none (no fork, no semaphores)."""
+    try:
+        import multiprocessing
+        return multiprocessing.get_context('fork').Pool(workers)
+    except (ImportError, ValueError, OSError):
+        return None
+
+
+class _ThreadPool(object):
+    """The part of multiprocessing's Pool interface _write_hashed uses, with threads."""
+
+    def __init__(self, workers):
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+
+    def apply_async(self, function, args):
+        future = self._executor.submit(function, *args)
+        future.get = future.result
+        return future
+
+    def close(self):
+        self._executor.shutdown(wait=False)
+
+    def join(self):
+        self._executor.shutdown(wait=True)
+
+    def terminate(self):
+        self._executor.shutdown(wait=True)
 
 
 def _write_hashed(out, items, name, workers, stats):
-    """Write tree_lines items to ``out`` in order, hashing their files in ``workers`` threads.
+    """Write tree_lines items to ``out`` in order, hashing their files in ``workers`` processes.
 
-    Consecutive items go to one thread task until it holds _BATCH_FILES files,
+    Consecutive items go to one task until it holds _BATCH_FILES files,
     _BATCH_BYTES bytes of them, or _BATCH_LINES lines: one task per small file
-    would cost more than hashing it. xxhash, blake3 and hashlib release the GIL
-    while they digest a block, so the threads use several cores and overlap
-    their reads. At most ``2 * workers`` tasks are in flight, which bounds
-    memory; their results are written in order.
+    would cost more than hashing it. The tasks run in forked processes, so
+    that opening, reading and hashing small files (Python work, under the GIL
+    in one process) runs beside the walk on other cores; threads where
+    processes cannot be made. At most ``2 * workers`` tasks are in flight,
+    which bounds memory; their results are written in order.
     """
     workers = workers or os.cpu_count() or 1
     max_files, max_bytes, max_lines = _BATCH_FILES, _BATCH_BYTES, _BATCH_LINES
     pending = collections.deque()
 
-    def done(future):
-        data, hashed, hashed_bytes, errors = future.result()
-        out.write(data)
-        stats['hashed_files'] += hashed
-        stats['hashed_bytes'] += hashed_bytes
-        stats['errors'] += errors
+    def done(task):
+        batch, result = task
+        out.write(_finish_lines(batch, result.get(), stats))
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    def submit(batch):
+        paths = [item[2] for item in batch if item.__class__ is tuple]
+        pending.append((batch, pool.apply_async(_hash_paths, (paths, name))))
+
+    pool = (_process_pool(workers) if _HASH_IN_PROCESSES else None) or _ThreadPool(workers)
+    try:
         batch = []
         files = size = 0
         for item in items:
@@ -541,16 +591,22 @@ def _write_hashed(out, items, name, workers, stats):
                 size += item[3]
             if files >= max_files or size >= max_bytes or len(batch) >= max_lines:
                 if files or pending:
-                    pending.append(pool.submit(_hash_lines, batch, name))
+                    submit(batch)
                     while len(pending) >= 2 * workers:
                         done(pending.popleft())
                 else:
                     out.write(''.join(batch).encode('ascii'))
                 batch = []
                 files = size = 0
-        pending.append(pool.submit(_hash_lines, batch, name))
+        submit(batch)
         while pending:
             done(pending.popleft())
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
 
 
 def _write_plain(out, lines):
@@ -603,6 +659,261 @@ class Sampler(object):
     def chosen(self):
         """Count mode: ``(abs_path, path, line)`` of the chosen files."""
         return [(abs_path, rel, line) for _score, rel, abs_path, line in self._heap]
+
+
+# ---------------------------------------------------------------- parallel walk
+
+def _read_children(chunk):
+    for item in _read_names(chunk):
+        name, flag = item.split(_SEP)
+        yield name, flag == b'd'
+
+
+def _merged_children(chunks):
+    try:
+        yield from heapq.merge(*[_read_children(chunk) for chunk in chunks])
+    finally:
+        for chunk in chunks:
+            chunk.close()
+
+
+def _is_dir_entry(child):
+    """Whether a listed entry is a directory (d_type, or lstat where the file system gives no type)."""
+    try:
+        return child.is_dir(follow_symlinks=False)
+    except OSError:
+        return False  # the worker's lstat reports it
+
+
+def sorted_children(abs_dir, chunk_size=CHUNK_SIZE, tmp_dir=None):
+    """Like sorted_names, but ``(name, is_dir)``: whether the directory entry says it is a directory.
+
+    ``is_dir`` comes from the listing (d_type) when the file system gives it,
+    else from an lstat; symlinks are never directories here.
+    """
+    with os.scandir(abs_dir) as listing:
+        children = [(child.name, _is_dir_entry(child)) for child in itertools.islice(listing, chunk_size)]
+        if len(children) < chunk_size:
+            children.sort()
+            return iter(children)
+        chunks = []
+        try:
+            while children:
+                children.sort()
+                chunk = tempfile.TemporaryFile(dir=tmp_dir)
+                chunks.append(chunk)
+                chunk.write(b''.join(name + (b'/d\0' if is_dir else b'/f\0') for name, is_dir in children))
+                chunk.seek(0)
+                children = [(child.name, _is_dir_entry(child)) for child in itertools.islice(listing, chunk_size)]
+        except BaseException:
+            for chunk in chunks:
+                chunk.close()
+            raise
+    return _merged_children(chunks)
+
+
+def _segments_lines(segments, selector, split, hash_name):
+    """Task of the parallel walk: the lines of runs of consecutive entries.
+
+    ``segments``: ``(abs_dir, json_dir, rel_dir, names, dir_errors)``, names
+    of entries of one directory; ``dir_errors`` maps the names of the
+    subdirectories the walk could not list to the JSON text of the error.
+    Returns ``(bytes, counts)``, counts as _count_lines adds them up.
+    """
+    excluded = selector.excluded if selector.exclude else None
+    rejected = selector.rejected if selector.reject else None
+    need_rel = excluded is not None or rejected is not None or split is not None
+    n_file = n_dir = n_link = n_other = n_errors = n_bytes = hashed = hashed_bytes = 0
+    lines = []
+    for abs_dir, json_dir, rel_dir, names, dir_errors in segments:
+        counts = _segment_lines(lines, abs_dir, json_dir, rel_dir, names, dir_errors, excluded, rejected, need_rel,
+                                split, hash_name)
+        n_file += counts[0]
+        n_dir += counts[1]
+        n_link += counts[2]
+        n_other += counts[3]
+        n_errors += counts[4]
+        n_bytes += counts[5]
+        hashed += counts[6]
+        hashed_bytes += counts[7]
+    return ''.join(lines).encode('ascii'), (n_file, n_dir, n_link, n_other, n_errors, n_bytes, hashed, hashed_bytes)
+
+
+def _segment_lines(lines, abs_dir, json_dir, rel_dir, names, dir_errors, excluded, rejected, need_rel, split,
+                   hash_name):
+    escape = _ESCAPE
+    abs_slash = abs_dir if abs_dir.endswith(_SEP) else abs_dir + _SEP
+    n_file = n_dir = n_link = n_other = n_errors = n_bytes = hashed = hashed_bytes = 0
+    fd = None
+    if _USE_DIR_FD:
+        try:
+            fd = os.open(abs_dir, _DIR_FLAGS)
+        except OSError:
+            fd = None
+    rel = None
+    try:
+        for name in names:
+            text = name.decode('utf-8', 'surrogateescape')
+            if need_rel:
+                rel = rel_dir + text
+                if excluded is not None and excluded(rel):
+                    continue
+            json_path = json_dir + escape(text)[1:-1]
+            try:
+                st = os.lstat(name, dir_fd=fd) if fd is not None else os.lstat(abs_slash + name)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if rejected is None or not rejected(rel):
+                    n_other += 1
+                    n_errors += 1
+                    lines.append('%s","type":"other","error":%s}\n' % (json_path, _error_json(exc)))
+                continue
+            if rejected is not None and rejected(rel):
+                continue
+            mode = st.st_mode
+            if stat.S_ISREG(mode):
+                n_file += 1
+                size = st.st_size
+                n_bytes += size
+                if split is not None and split(rel):
+                    try:
+                        digest = hash_file(abs_slash + name, hash_name)
+                    except OSError as exc:
+                        n_errors += 1
+                        extra = ',"error":%s' % _error_json(exc)
+                    else:
+                        hashed += 1
+                        hashed_bytes += size
+                        extra = ',"hash":"%s"' % digest
+                    lines.append('%s","type":"file","size":%d,"mode":%d,"mtime":%r%s,"ctime":%r}\n'
+                                 % (json_path, size, mode & 0o7777, st.st_mtime, extra, st.st_ctime))
+                else:
+                    lines.append('%s","type":"file","size":%d,"mode":%d,"mtime":%r,"ctime":%r}\n'
+                                 % (json_path, size, mode & 0o7777, st.st_mtime, st.st_ctime))
+            elif stat.S_ISLNK(mode):
+                n_link += 1
+                try:
+                    target = os.readlink(name, dir_fd=fd) if fd is not None else os.readlink(abs_slash + name)
+                except OSError as exc:
+                    n_errors += 1
+                    lines.append('%s","type":"symlink","size":%d,"mode":%d,"mtime":%r,"error":%s,"ctime":%r}\n'
+                                 % (json_path, st.st_size, mode & 0o7777, st.st_mtime, _error_json(exc),
+                                    st.st_ctime))
+                else:
+                    lines.append('%s","type":"symlink","size":%d,"mode":%d,"mtime":%r,"target":%s,"ctime":%r}\n'
+                                 % (json_path, st.st_size, mode & 0o7777, st.st_mtime,
+                                    escape(target.decode('utf-8', 'surrogateescape')), st.st_ctime))
+            elif stat.S_ISDIR(mode):
+                # Listed (and descended into) by the walk, which tells its listing error.
+                n_dir += 1
+                error = dir_errors.get(name)
+                if error is None:
+                    lines.append('%s","type":"dir","size":%d,"mode":%d,"mtime":%r,"ctime":%r}\n'
+                                 % (json_path, st.st_size, mode & 0o7777, st.st_mtime, st.st_ctime))
+                else:
+                    n_errors += 1
+                    lines.append('%s","type":"dir","size":%d,"mode":%d,"mtime":%r,"error":%s,"ctime":%r}\n'
+                                 % (json_path, st.st_size, mode & 0o7777, st.st_mtime, error, st.st_ctime))
+            else:
+                n_other += 1
+                lines.append('%s","type":"other","size":%d,"mode":%d,"mtime":%r,"ctime":%r}\n'
+                             % (json_path, st.st_size, mode & 0o7777, st.st_mtime, st.st_ctime))
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return n_file, n_dir, n_link, n_other, n_errors, n_bytes, hashed, hashed_bytes
+
+
+def _count_lines(stats, counts):
+    n_file, n_dir, n_link, n_other, n_errors, n_bytes, hashed, hashed_bytes = counts
+    stats['counts']['file'] += n_file
+    stats['counts']['dir'] += n_dir
+    stats['counts']['symlink'] += n_link
+    stats['counts']['other'] += n_other
+    stats['entries'] += n_file + n_dir + n_link + n_other
+    stats['errors'] += n_errors
+    stats['bytes'] += n_bytes
+    stats['hashed_files'] += hashed
+    stats['hashed_bytes'] += hashed_bytes
+
+
+def _write_parallel(out, root, selector, split, hash_name, stats, pool, workers, chunk_size, tmp_dir):
+    """Write the lines of ``root`` in tree order, the entries read (and hashed) by ``pool``.
+
+    This process walks: it lists each directory (sorted_children) and
+    descends into the subdirectories, and hands runs of consecutive entries,
+    _BATCH_FILES names at most, to the pool's processes, which lstat (and
+    hash) them and format their lines (_segments_lines). Their results are
+    written in order; at most ``2 * workers`` tasks are in flight.
+    """
+    excluded = selector.excluded if selector.exclude else None
+    escape = _ESCAPE
+    max_names = _BATCH_FILES
+    tasks = collections.deque()
+
+    def write_first():
+        data, counts = tasks.popleft().get()
+        _count_lines(stats, counts)
+        out.write(data)
+
+    def submit(segments):
+        tasks.append(pool.apply_async(_segments_lines, (segments, selector, split, hash_name)))
+        while len(tasks) >= 2 * workers:
+            write_first()
+
+    root_b = os.fsencode(root)
+    abs_dir = root_b[:-1] if root_b.endswith(_SEP) and len(root_b) > 1 else root_b
+    children = sorted_children(root_b, chunk_size, tmp_dir)
+    json_dir = '{"path":"'
+    rel_dir = ''
+    stack = []
+    segments = []     # closed runs of the task being filled
+    names = []        # the open run, in the directory being listed
+    dir_errors = {}
+    count = 0         # names in segments and names
+    while True:
+        child = next(children, None)
+        if child is None:
+            if names:
+                segments.append((abs_dir, json_dir, rel_dir, names, dir_errors))
+                names, dir_errors = [], {}
+            if not stack:
+                break
+            children, abs_dir, json_dir, rel_dir = stack.pop()
+            continue
+        name, is_dir = child
+        if is_dir:
+            text = name.decode('utf-8', 'surrogateescape')
+            rel = rel_dir + text
+            if excluded is not None and excluded(rel):
+                continue
+            names.append(name)
+            count += 1
+            sub_dir = (abs_dir + _SEP if abs_dir != _SEP else abs_dir) + name
+            try:
+                sub_children = sorted_children(sub_dir, chunk_size, tmp_dir)
+            except OSError as exc:
+                dir_errors[name] = _error_json(exc)
+            else:
+                segments.append((abs_dir, json_dir, rel_dir, names, dir_errors))
+                names, dir_errors = [], {}
+                stack.append((children, abs_dir, json_dir, rel_dir))
+                children, abs_dir, json_dir, rel_dir = sub_children, sub_dir, json_dir + escape(text)[1:-1] + '/', rel + '/'
+        else:
+            names.append(name)
+            count += 1
+        if count >= max_names:
+            if names:
+                segments.append((abs_dir, json_dir, rel_dir, names, dir_errors))
+                names, dir_errors = [], {}
+            submit(segments)
+            segments = []
+            count = 0
+    if segments:
+        submit(segments)
+    while tasks:
+        write_first()
 
 
 # ---------------------------------------------------------------- writing
@@ -720,15 +1031,12 @@ def write_manifest(root, dest, mode='content', hash_name=DEFAULT_HASH, exclude=N
             # mkstemp makes 0600; give the manifest the mode a plain open() would.
             os.fchmod(out.fileno(), 0o666 & ~_current_umask())
             out.write(dump_line(make_header(root, mode, hash_name, selector, sampler)))
-            if mode == 'metadata':
-                _write_plain(out, tree_lines(root, selector, None, stats, chunk_size, dest_dir))
-            elif sampler is not None and sampler.count is not None:
+            if sampler is not None and sampler.count is not None:
                 items = tree_lines(root, selector, _every_file, stats, chunk_size, dest_dir)
                 _write_sampled(out, items, sampler, hash_name, workers, stats, dest_dir)
             else:
-                split = sampler.wanted if sampler is not None else _every_file
-                items = tree_lines(root, selector, split, stats, chunk_size, dest_dir)
-                _write_hashed(out, items, hash_name, workers, stats)
+                split = None if mode == 'metadata' else sampler.wanted if sampler is not None else _every_file
+                _write_walk(out, root, selector, split, hash_name, stats, workers, chunk_size, dest_dir)
         os.replace(tmp_path, dest)
     except BaseException:
         os.unlink(tmp_path)
@@ -738,6 +1046,28 @@ def write_manifest(root, dest, mode='content', hash_name=DEFAULT_HASH, exclude=N
 
 def _every_file(_rel):
     return True
+
+
+def _write_walk(out, root, selector, split, hash_name, stats, workers, chunk_size, tmp_dir):
+    """Walk in parallel (_write_parallel) with a process pool, else in this process (tree_lines)."""
+    workers = workers or os.cpu_count() or 1
+    parallel = _HASH_IN_PROCESSES and (split is not None or _PARALLEL_METADATA)
+    pool = _process_pool(workers) if parallel else None
+    if pool is None:
+        items = tree_lines(root, selector, split, stats, chunk_size, tmp_dir)
+        if split is None:
+            _write_plain(out, items)
+        else:
+            _write_hashed(out, items, hash_name, workers, stats)
+        return
+    try:
+        _write_parallel(out, root, selector, split, hash_name, stats, pool, workers, chunk_size, tmp_dir)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
 
 
 # ---------------------------------------------------------------- reading
@@ -798,17 +1128,19 @@ class ManifestReader(object):
         given raw: only its path is decoded, the rest when needed (see
         entry_of). Any other line is parsed and its entry given instead.
         """
-        previous = None
+        previous = b''
         lineno = 1
         entries = errors = 0
         scan = _SCANSTRING
+        prefix, start, sep, sep_key = _FAST_PREFIX, _FAST_START, _SEP, _SEP_KEY
         try:
             for line in self._fh:
                 lineno += 1
-                end = line.find(b'"', _FAST_START) if line.startswith(_FAST_PREFIX) else -1
-                if end > 0 and line.endswith(b'}\n') and line[end + 1:end + 2] in (b',', b'}'):
+                end = line.find(b'"', start) if line[:start] == prefix else -1
+                # 44 and 125: the comma or the brace after the path's closing quote.
+                if end > 0 and line[-2:] == b'}\n' and line[end + 1] in (44, 125):
                     item = line
-                    raw = line[_FAST_START:end]
+                    raw = line[start:end]
                     if b'\\' in raw:
                         # Escapes: the first quote may be one of them. Let the JSON scanner find the end.
                         try:
@@ -816,7 +1148,7 @@ class ManifestReader(object):
                         except ValueError as exc:
                             self._fail(lineno, 'invalid JSON (%s)' % exc)
                         raw = text.encode('utf-8', 'surrogateescape')
-                    key = raw.replace(_SEP, _SEP_KEY)
+                    key = raw.replace(sep, sep_key)
                     if b'"error"' in line and 'error' in self._parse_entry(line, lineno):
                         errors += 1
                 else:
@@ -824,7 +1156,7 @@ class ManifestReader(object):
                     key = path_key(item['path'])
                     if 'error' in item:
                         errors += 1
-                if previous is not None and key <= previous:
+                if key <= previous and entries:
                     self._fail(lineno, 'entries not in tree order or duplicated')
                 previous = key
                 entries += 1
@@ -872,7 +1204,7 @@ def _same_lines(src, dst):
     if src == dst:
         return b'"error"' not in src
     cut = src.rfind(_CTIME)
-    return (cut > 0 and dst.rfind(_CTIME) == cut and src[:cut] == dst[:cut] and b'"error"' not in src
+    return (cut > 0 and src[:cut] == dst[:cut] and dst.startswith(_CTIME, cut) and b'"error"' not in src
             and src.find(b',', cut + 1) < 0 and dst.find(b',', cut + 1) < 0)
 
 

@@ -20,7 +20,9 @@ description:
     sort of the whole tree, and memory stays bounded on trees of many millions of entries;
     a directory of more than 100000 entries is sorted in chunks spilled to temporary files
     next to O(dest).
-  - Regular files are hashed in parallel, one thread per CPU by default.
+  - The module lists the directories; forked worker processes, one per CPU by default, read the
+    entries (lstat) and hash the regular files, in parallel. Where no process pool can be made
+    (no fork, no POSIX semaphores) the module reads the entries itself and hashes in threads.
   - Unreadable files and directories do not fail the module; their entries carry an
     C(error) field and they are counted in RV(errors).
   - >-
@@ -110,7 +112,7 @@ options:
     default: ''
   workers:
     description:
-      - Hashing threads. Defaults to the number of CPUs.
+      - Worker processes (or hashing threads, see above). Defaults to the number of CPUs.
     type: int
 attributes:
   check_mode:

@@ -456,3 +456,21 @@ def test_equal_lines_with_errors_still_unreadable(tmp_path, trees):
     (tmp_path / 'b').write_bytes(b''.join(broken))
     result = compare_manifests(str(tmp_path / 'b'), str(tmp_path / 'b'))
     assert nonzero(result['counts']) == {'unreadable': 1} and result['source_errors'] == 1
+
+
+def test_threads_hash_like_processes(tmp_path, monkeypatch):
+    # Where no process pool can be made, threads hash: same manifest.
+    src = make_tree(tmp_path / 'src')
+    for i in range(20):
+        (src / ('f%02d' % i)).write_bytes(b'z' * i)
+    monkeypatch.setattr(manifest, '_BATCH_FILES', 4)
+    write_manifest(str(src), str(tmp_path / 'processes'), workers=2)
+    monkeypatch.setattr(manifest, '_HASH_IN_PROCESSES', False)
+    write_manifest(str(src), str(tmp_path / 'threads'), workers=2)
+    monkeypatch.setattr(manifest, '_HASH_IN_PROCESSES', True)
+    monkeypatch.setattr(manifest, '_process_pool', lambda workers: None)
+    write_manifest(str(src), str(tmp_path / 'fallback'), workers=2)
+    processes = (tmp_path / 'processes').read_bytes().splitlines()[1:]
+    assert processes == (tmp_path / 'threads').read_bytes().splitlines()[1:]
+    assert processes == (tmp_path / 'fallback').read_bytes().splitlines()[1:]
+    assert sum(1 for line in processes if b'"hash"' in line) == 23

@@ -519,3 +519,31 @@ def scan_path(tmp_path, root):
 def test_open_failure_is_recorded(tmp_path):
     assert manifest._error_text(OSError(errno.ENOENT, 'No such file or directory')) == \
         'ENOENT: No such file or directory'
+
+
+# ---------------------------------------------------------------- parallel walk
+
+@pytest.mark.parametrize('mode', ['metadata', 'content', 'sample'])
+def test_parallel_walk_writes_what_one_process_writes(tmp_path, hostile_tree, monkeypatch, mode):
+    """The walk in worker processes and the walk in this process give the same manifest, selections included."""
+    src = hostile_tree
+    for rel in (b'keep/part.tmp', b'keep/cache/inside', b'skip/f', b'x/-dash/f', b'x/-dash/g.tmp'):
+        put(src, rel)
+    os.symlink('nowhere', os.path.join(b(src), b'x', b'link'))
+    os.mkfifo(os.path.join(b(src), b'x', b'fifo'))
+    os.makedirs(os.path.join(b(src), b'empty', b'dir'))
+    args = dict(mode=mode, hash_name='blake2b', exclude=[r'^skip$'], reject=[r'.*\.tmp$', r'.*/cache$'],
+                reject_base=reject_url_base(str(src)), sample_fraction=0.5 if mode == 'sample' else None,
+                sample_seed='s')
+    monkeypatch.setattr(manifest, '_BATCH_FILES', 3)
+    monkeypatch.setattr(manifest, '_HASH_IN_PROCESSES', True)
+    parallel = write_manifest(str(src), str(tmp_path / 'parallel'), workers=2, **args)
+    monkeypatch.setattr(manifest, '_HASH_IN_PROCESSES', False)
+    alone = write_manifest(str(src), str(tmp_path / 'alone'), workers=2, **args)
+    assert parallel == alone
+    lines = (tmp_path / 'parallel').read_bytes().split(b'\n')[1:]
+    assert lines == (tmp_path / 'alone').read_bytes().split(b'\n')[1:]
+    got = entries(tmp_path / 'parallel')
+    assert b'skip' not in got and b'keep/part.tmp' not in got and b'keep/cache' not in got
+    assert got[b'keep/cache/inside']['type'] == 'file' and got[b'x/fifo']['type'] == 'other'
+    assert got[b'empty/dir']['type'] == 'dir' and parallel['entries'] == len(got)
