@@ -79,7 +79,8 @@ def status_report(rows, queue_results=None, flows=None, limits=None, names=None)
     shown = []
     row_limits = dict(limits, max_queue=None)  # queues are judged once, above
     for row in rows:
-        if not row.get('present') and not row.get('running'):
+        # configs that are not here, or only here because nodes share $HOME
+        if not row.get('running') and (not row.get('present') or row.get('assigned') is False):
             continue
         row = dict(row)
         row['queue'], row['queue_depth'] = depth.get((row.get('direction'), row['config']), (None, None))
@@ -95,7 +96,7 @@ def status_report(rows, queue_results=None, flows=None, limits=None, names=None)
     for flow in flows or []:
         for config in flow.get('configs', []):
             if not any(r['config'] == config and r.get('direction') == flow.get('direction') and r.get('present')
-                       for r in shown):
+                       and r.get('assigned', True) for r in shown):
                 missing.append('%s (%s): its config is on no host; deploy the flow' % (config, flow.get('direction')))
     every = missing + row_found + found
     lines = table_lines(shown)

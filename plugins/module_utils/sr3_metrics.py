@@ -192,7 +192,8 @@ def problems(row, limits, names=None):
     elif row['running'] > row['expected']:
         found.append('%s: %d instances running, %d expected%s'
                      % (where, row['running'], row['expected'],
-                        '' if row['present'] else ' (its config file is gone)'))
+                        ' (this host is not meant to run it)' if row.get('assigned') is False
+                        else '' if row['present'] else ' (its config file is gone)'))
     limit = _limit(limits, 'max_lag')
     if limit is not None and row.get('lag_mean') is not None and row['lag_mean'] > limit:
         found.append('%s: mean lag %.1f s (max %.1f s) over %s=%g s'

@@ -54,6 +54,15 @@ options:
     type: list
     elements: str
     default: []
+  assigned:
+    description:
+      - The configurations of O(configs) this host is meant to run; the others
+        are expected to run no instance here (state V(idle)), and each one
+        that runs is a problem. Nodes that share C($HOME) see each other's
+        configuration files, but each runs only its part of the flow.
+      - When not given, every configuration whose file is here is meant to run here.
+    type: list
+    elements: str
   queues:
     description:
       - Queues to read from the broker, as a mapping of configuration
@@ -152,6 +161,7 @@ configs:
     sarra/mirror_primary_to_secondary_copy:
       config: sarra/mirror_primary_to_secondary_copy
       present: true
+      assigned: true
       state: partial
       running: 1
       expected: 2
@@ -171,6 +181,9 @@ configs:
   contains:
     present:
       description: Whether the configuration file is on this host.
+      type: bool
+    assigned:
+      description: Whether this host is meant to run it (see O(assigned)).
       type: bool
     state:
       description: V(running), V(partial), V(stopped), V(excess), V(idle) (nothing is meant to run), V(orphaned) (runs without its file).
@@ -313,8 +326,10 @@ def config_rows(module, refs, now):
             for instance, path in metrics_files(info['cache_dir'], info['component'],
                                                 info['config'], hostdir).items():
                 metrics.setdefault(instance, read_metrics(path))
-        rows[name] = config_status(name, info['exists'], info['expected'], live_in_dirs(info),
-                                   pid_mtimes(info['pid_dirs']), metrics, now)
+        assigned = p['assigned'] is None or name in p['assigned']
+        rows[name] = config_status(name, info['exists'], info['expected'] if assigned else 0,
+                                   live_in_dirs(info), pid_mtimes(info['pid_dirs']), metrics, now)
+        rows[name]['assigned'] = assigned
     return rows
 
 
@@ -344,6 +359,7 @@ def main():
         argument_spec=dict(
             sr3=dict(type='path'),
             configs=dict(type='list', elements='str', default=[]),
+            assigned=dict(type='list', elements='str'),
             queues=dict(type='dict', default={}),
             broker_api_url=dict(type='str'),
             broker_vhost=dict(type='str', default='/'),

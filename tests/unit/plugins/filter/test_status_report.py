@@ -68,3 +68,22 @@ def test_table_rows_follow_the_flow_order_and_skip_absent_configs():
 def test_text_ends_with_the_problems():
     report = status_report(HEALTHY[:3], [], FLOWS, LIMITS, NAMES)
     assert report['text'].splitlines()[-1] == 'PROBLEM: ' + report['problems'][-1]
+
+
+def test_configs_a_host_only_sees_through_a_shared_home():
+    # n2 shares $HOME with n1: the tally's and winnow's files are there, n2 runs neither
+    rows = HEALTHY[:4] + [row(TALLY, 'n2', 0, 0, assigned=False, state='idle'),
+                          row(WINNOW, 'n2', 0, 0, assigned=False, state='idle')]
+    report = status_report(rows, queues(q_copy=0, q_tally=0, q_w=0), FLOWS, LIMITS, NAMES)
+    assert report['problems'] == []
+    assert [(r['config'], r['host']) for r in report['rows']] == [
+        (TALLY, 'n1'), (COPY, 'n1'), (COPY, 'n2'), (WINNOW, 'n1')]
+    # a config present only where it is not meant to run is on no host
+    rows = [r for r in rows if r['config'] != WINNOW or r['host'] != 'n1']
+    report = status_report(rows, queues(q_copy=0, q_tally=0, q_w=0), FLOWS, LIMITS, NAMES)
+    assert report['problems'] == ['winnow/m_00 (primary_to_secondary): its config is on no host; deploy the flow']
+    # and one that runs there anyway is shown and named
+    rows.append(row(WINNOW, 'n2', 1, 0, assigned=False, state='excess'))
+    report = status_report(rows, queues(q_copy=0, q_tally=0, q_w=0), FLOWS, LIMITS, NAMES)
+    assert 'winnow/m_00 on n2: 1 instances running, 0 expected (this host is not meant to run it)' \
+        in report['problems']

@@ -12,6 +12,8 @@ __metaclass__ = type
 import functools
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -83,3 +85,28 @@ def test_failures(run, args, fragment):
     result = run(**args)
     assert result.get('failed') is True
     assert fragment in result['msg']
+
+
+def test_configs_of_other_nodes_sharing_home_are_idle_unless_they_run(run, home):
+    # hpc2n2 shares $HOME with hpc2n1, which runs the tally: its file is here too
+    result = run(configs=[COPY, TALLY], assigned=[COPY], labels={'host': 'hpc2n2'})
+    tally = result['configs'][TALLY]
+    assert (tally['present'], tally['assigned'], tally['state'], tally['expected'], tally['missing']) == (
+        True, False, 'idle', 0, [])
+    assert result['configs'][COPY]['assigned'] is True
+    assert result['problems'] == ['%s: 0 of 2 instances running (missing instance 01, 02)' % COPY]
+
+    # a tally instance started here anyway is a problem
+    state = home / '.cache' / 'sr3' / 'shovel' / (FLOW + '_tally')
+    state.mkdir(parents=True)
+    proc = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', TALLY])
+    try:
+        (state / ('shovel_%s_tally_01.pid' % FLOW)).write_text(str(proc.pid))
+        result = run(configs=[COPY, TALLY], assigned=[COPY], labels={'host': 'hpc2n2'})
+    finally:
+        proc.kill()
+        proc.wait()
+    tally = result['configs'][TALLY]
+    assert (tally['state'], tally['running'], tally['expected']) == ('excess', 1, 0)
+    assert '%s: 1 instances running, 0 expected (this host is not meant to run it)' % TALLY \
+        in result['problems']
