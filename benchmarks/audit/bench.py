@@ -17,7 +17,7 @@ again warm. Then metadata-mode peak RSS at 10k / 100k / 1M entries (empty
 files). Prints Markdown tables; removes the trees unless --keep.
 
 Not a test: nothing here runs in CI.
-Usage: python3 benchmarks/audit/bench.py [--root /var/tmp/hpc_mirror_bench] [--files 100000] [--keep]
+Usage: python3 benchmarks/audit/bench.py [--root /var/tmp/hpc_mirror_bench/audit] [--files 100000] [--keep]
 """
 
 import argparse
@@ -216,7 +216,7 @@ def rss_scaling(root, work):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
-    parser.add_argument('--root', default='/var/tmp/hpc_mirror_bench')
+    parser.add_argument('--root', default='/var/tmp/hpc_mirror_bench/audit')
     parser.add_argument('--files', type=int, default=100000)
     parser.add_argument('--keep', action='store_true', help='keep the trees')
     parser.add_argument('--skip-scaling', action='store_true')
