@@ -39,7 +39,9 @@ options:
     type: int
     required: true
   event_source:
-    description: Event source, C(watch) or C(shim) (shim uses a C(cpost) config).
+    description:
+      - Event source, C(watch) (sr3 watch), C(shim) (sr3c library in jobs, a C(cpost) config that
+        runs no process) or C(cpost) (sr3c's C(sr3_cpost) daemon, a C(cpost) config that runs).
     type: str
     default: watch
 """
@@ -58,7 +60,7 @@ _value:
     name:
       description: Flow name with direction, the stem of every config name.
     post:
-      description: The posting config, C(watch/<name>) or C(cpost/<name>).
+      description: The posting config, C(watch/<name>), or C(cpost/<name>) for the shim and the cpost daemon.
     winnows:
       description: List of winnow configs, C(winnow/<name>_NN).
     copier:
@@ -66,7 +68,7 @@ _value:
     tally:
       description: The tally config, C(shovel/<name>_tally).
     configs:
-      description: Every daemon config in start order (consumers first).
+      description: Every daemon config in start order (consumers first); the posting config with C(watch) and C(cpost).
     exchanges:
       description: C(post) (split base), C(winnow) (list), C(copier), C(output) and C(all).
     queues:
@@ -96,8 +98,8 @@ def mirror_names(broker_user, flow, direction, winnows, event_source="watch"):
         raise AnsibleFilterError("mirror_names: winnows must be an integer (got %r)" % (winnows,))
     if winnows < 1:
         raise AnsibleFilterError("mirror_names: winnows must be at least 1 (got %d)" % winnows)
-    if event_source not in ("watch", "shim"):
-        raise AnsibleFilterError("mirror_names: event_source must be watch or shim (got %r)" % (event_source,))
+    if event_source not in ("watch", "shim", "cpost"):
+        raise AnsibleFilterError("mirror_names: event_source must be watch, shim or cpost (got %r)" % (event_source,))
 
     name = "%s_%s" % (flow, direction)
     exchange = "xs_%s_%s" % (broker_user, name)
@@ -107,7 +109,8 @@ def mirror_names(broker_user, flow, direction, winnows, event_source="watch"):
     winnow_configs = ["winnow/%s_%02d" % (name, i) for i in range(winnows)]
     copy = "sarra/%s_copy" % name
     tally = "shovel/%s_tally" % name
-    post = ("cpost/%s" if event_source == "shim" else "watch/%s") % name
+    # shim and cpost daemon both post with sr3c, which reads cpost/<name>.conf
+    post = ("watch/%s" if event_source == "watch" else "cpost/%s") % name
 
     queues = dict(
         (config, "q_%s.%s" % (broker_user, config.replace("/", ".")))
@@ -122,8 +125,8 @@ def mirror_names(broker_user, flow, direction, winnows, event_source="watch"):
     exchanges["all"] = winnow_exchanges + [exchanges["copier"], exchanges["output"]]
     # Consumers first so no message is published before its queue exists.
     configs = [tally, copy] + winnow_configs
-    if event_source == "watch":
-        configs.append(post)
+    if event_source in ("watch", "cpost"):
+        configs.append(post)  # a daemon (the shim's config runs no process)
     return {
         "name": name,
         "post": post,

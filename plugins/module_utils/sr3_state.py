@@ -542,7 +542,21 @@ def run_state(expected, running):
 # processes
 # --------------------------------------------------------------------------
 
-def run_command(argv, timeout, cwd=None):
+def sr3_environment(sr3, env=None):
+    """The environment sr3 runs in: its own directory first on PATH.
+
+    As in an activated virtualenv: ``sr3 start`` launches the sr3c components
+    of cpost/cpump configs as plain ``sr3_cpost``/``sr3_cpump``, found on PATH,
+    so a link to them next to ``sr3`` is enough.
+    """
+    env = dict(os.environ if env is None else env)
+    directory = os.path.dirname(sr3)
+    parts = [p for p in env.get('PATH', os.defpath).split(os.pathsep) if p and p != directory]
+    env['PATH'] = os.pathsep.join(([directory] if directory else []) + parts)
+    return env
+
+
+def run_command(argv, timeout, cwd=None, env=None):
     """Run argv; return (rc, combined output, timed_out).
 
     Own session: sr3 forks the flow instances, which must not get a SIGHUP
@@ -553,7 +567,7 @@ def run_command(argv, timeout, cwd=None):
     """
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, cwd=cwd,
+                                stderr=subprocess.STDOUT, cwd=cwd, env=env,
                                 start_new_session=True)
         timed_out = False
         try:

@@ -29,6 +29,9 @@ description:
   - Post and cpost configurations only run as daemons (one instance) when
     they set C(sleep) > 0.1, as in C(sr3 start); otherwise they are expected
     to have 0 instances and are never started. Poll always runs one instance.
+  - C(sr3) runs with its own directory first on C(PATH), as in an activated
+    virtualenv; C(sr3 start) launches the C(sr3_cpost) of a cpost daemon from
+    C(PATH), so a link to it next to O(sr3) is enough.
   - C(sr3 start) does not launch the missing instances of a partially running
     configuration (it waits forever for their pid files), so partially running
     configurations, and ones running more instances than configured, are
@@ -241,7 +244,7 @@ from ansible_collections.sr3.hpc_mirror.plugins.module_utils.sr3_state import (
     ACTION_STOPPED, STATES, STATES_WITHOUT_FILE, config_path, decide_action,
     default_user_dirs, describe_configs, error_lines, home_dir,
     files_digest, is_disabled, live_in_dirs, log_path, marker_is_current, metrics_leftovers,
-    needs_removal, parse_config_name, probe_sarracenia, run_command, run_state,
+    needs_removal, parse_config_name, probe_sarracenia, run_command, run_state, sr3_environment,
     tail, terminate_pids, wait_stable, wanted_running, write_marker,
 )
 
@@ -257,11 +260,13 @@ class Sr3Runner(object):
         self.sr3 = sr3
         self.timeout = timeout
         self.cwd = cwd
+        # sr3's directory first on PATH: sr3 start finds sr3_cpost there (cpost daemons)
+        self.env = sr3_environment(sr3)
         self.commands = []
 
     def run(self, argv, record=True):
         started = time.time()
-        rc, output, timed_out = run_command(argv, self.timeout, cwd=self.cwd)
+        rc, output, timed_out = run_command(argv, self.timeout, cwd=self.cwd, env=self.env)
         if record:
             self.commands.append({
                 'cmd': argv, 'rc': rc, 'timed_out': timed_out,

@@ -66,6 +66,20 @@ CASES = [
     ("copier hosts not in the inventory", {"hpc_mirror_copier_hosts": ["hpc9n9"]}, [], "hpc_mirror_copier_hosts"),
     ("shim on a named vhost", {"hpc_mirror_event_source": "shim", "hpc_mirror_broker_vhost": "hpc"}, [],
      "hpc_mirror_broker_vhost must be / with hpc_mirror_event_source shim"),
+    # sr3c does not decode a URL-encoded password (PASSWORD has : / @)
+    ("shim with a password sr3c cannot use", {"hpc_mirror_event_source": "shim"}, [],
+     "hpc_mirror_broker_password must be only letters, digits and . _ ~ - with hpc_mirror_event_source shim"),
+    ("cpost daemon with a password sr3c cannot use", {"hpc_mirror_event_source": "cpost"}, [],
+     "hpc_mirror_broker_password must be only letters, digits and . _ ~ - with hpc_mirror_event_source cpost"),
+    ("cpost daemon on a named vhost", {"hpc_mirror_event_source": "cpost", "hpc_mirror_broker_vhost": "hpc",
+                                       "hpc_mirror_broker_password": "plain-Pass.1"}, [],
+     "hpc_mirror_broker_vhost must be / with hpc_mirror_event_source cpost"),
+    ("cpost daemon sleep 1 s", {"hpc_mirror_event_source": "cpost", "hpc_mirror_cpost_sleep": 1,
+                                "hpc_mirror_broker_password": "plain-Pass.1"}, [],
+     "hpc_mirror_cpost_sleep must be at least 2"),
+    ("cpost daemon sleep not whole seconds", {"hpc_mirror_event_source": "cpost", "hpc_mirror_cpost_sleep": "0.5",
+                                              "hpc_mirror_broker_password": "plain-Pass.1"}, [],
+     "hpc_mirror_cpost_sleep"),
 ]
 
 
@@ -83,6 +97,14 @@ def test_no_secret_in_verbose_failure(tmp_path):
     rc, output = run_deploy(tmp_path, {"hpc_mirror_winnows": 0}, verbose=True)
     assert rc != 0
     assert "hpc_mirror_winnows must be at least 1" in output
+    assert PASSWORD not in output
+    assert "s3cret%3APass%2Fword%40x" not in output
+
+
+def test_no_secret_in_verbose_password_refusal(tmp_path):
+    rc, output = run_deploy(tmp_path, {"hpc_mirror_event_source": "shim"}, verbose=True)
+    assert rc != 0
+    assert "hpc_mirror_broker_password must be only letters" in output
     assert PASSWORD not in output
     assert "s3cret%3APass%2Fword%40x" not in output
 

@@ -51,6 +51,10 @@ SHIM = dict(
     mirror_broker_scheme="amqps",
     mirror_broker_vhost="hpc",
 )
+# sr3c's sr3_cpost as a daemon (the checksum is what the role's stat task gives the template).
+CPOST = dict(WATCH, mirror_event_source="cpost", mirror_cpost_sleep=2,
+             mirror_cpost_command="/home/opsm/.local/share/hpc_mirror/sr3c/bin/sr3_cpost",
+             mirror_cpost_checksum="0b1c2d3e4f")
 # The reference example's settings (benchmarks/pipeline compares them with ours).
 REFERENCE = dict(WATCH, mirror_profile="reference", mirror_winnows=5, mirror_copy_instances=10)
 # sr3 role variants for the same brokers as the mirror variants.
@@ -135,6 +139,7 @@ def rendered(tmp_path_factory):
     plays = [
         _mirror_play(str(out / "watch"), WATCH),
         _mirror_play(str(out / "shim"), SHIM),
+        _mirror_play(str(out / "cpost"), CPOST),
         _mirror_play(str(out / "reference"), REFERENCE),
         _sr3_play(str(out / "sr3_watch"), SR3_WATCH),
         _sr3_play(str(out / "sr3_shim"), SR3_SHIM),
@@ -188,7 +193,7 @@ def one(pairs, keyword):
     return found[0]
 
 
-VARIANTS = {"watch": WATCH, "shim": SHIM, "reference": REFERENCE}
+VARIANTS = {"watch": WATCH, "shim": SHIM, "cpost": CPOST, "reference": REFERENCE}
 
 
 def names_for(variant):
@@ -207,6 +212,7 @@ def variables_for(variant):
 URLS = {
     "watch": "amqp://opsm@localhost:5672/",
     "reference": "amqp://opsm@localhost:5672/",
+    "cpost": "amqp://opsm@localhost:5672/",
     "shim": "amqps://ops2@broker.example:5671/hpc",
 }
 
@@ -219,7 +225,7 @@ def config_path(rendered, variant, config):
 # the set_fact of the role
 # --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("variant", ["watch", "shim"])
+@pytest.mark.parametrize("variant", ["watch", "shim", "cpost"])
 def test_facts_match_filters(rendered, variant):
     with open(str(rendered / variant / "facts.json")) as handle:
         facts = json.load(handle)
@@ -227,7 +233,7 @@ def test_facts_match_filters(rendered, variant):
     assert facts["url"] == URLS[variant]
 
 
-@pytest.mark.parametrize("variant", ["watch", "shim"])
+@pytest.mark.parametrize("variant", ["watch", "shim", "cpost"])
 def test_every_config_rendered(rendered, variant):
     names = names_for(variant)
     expected = set([names["post"], names["copier"], names["tally"]] + names["winnows"])
@@ -262,6 +268,25 @@ def test_post_conf_watch(rendered):
     assert one(pairs, "logEvents") == "on_housekeeping"
 
 
+def test_post_conf_cpost_daemon(rendered):
+    names = names_for("cpost")
+    path = config_path(rendered, "cpost", names["post"])
+    pairs = settings(path)
+    assert names["post"].startswith("cpost/") and names["post"] in names["configs"]
+    assert one(pairs, "post_broker") == URLS["cpost"]
+    assert one(pairs, "post_exchangeSplit") == "3"
+    # sr3 runs it as a daemon: a path and sleep > 0.1 (whole seconds for sr3c)
+    assert one(pairs, "path") == "/data/src.v1"
+    assert one(pairs, "sleep") == "2"
+    # paths come from its own walk of the tree: no realpath, no sr3 plugins
+    for keyword in ("realpathPost", "realpathFilter", "realpathAdjust", "flowcb", "logEvents"):
+        assert values(pairs, keyword) == []
+    assert one(pairs, "fileEvents") == "create,modify,link,mkdir,delete,rmdir"
+    # the binary's checksum is in the file: a rebuilt sr3c changes it, so the daemon restarts
+    with open(str(path)) as handle:
+        assert "# Runs %s (sha1 0b1c2d3e4f)" % CPOST["mirror_cpost_command"] in handle.read()
+
+
 def test_post_conf_shim(rendered):
     names = names_for("shim")
     assert names["post"].startswith("cpost/")
@@ -278,12 +303,18 @@ def test_post_conf_shim(rendered):
     assert values(pairs, "sleep") == [] and values(pairs, "flowcb") == []
 
 
-@pytest.mark.parametrize("variant", ["watch", "shim"])
+@pytest.mark.parametrize("variant", ["watch", "shim", "cpost"])
 def test_post_conf_masks(rendered, variant):
     variables = variables_for(variant)
     names = names_for(variant)
     pairs = settings(config_path(rendered, variant, names["post"]))
     masks = [(key, value) for key, value in pairs if key in ("accept", "reject")]
+    if variant == "cpost":
+        # sr3_cpost filters the top directory of its walk too: accepted, or it would watch nothing
+        top = re.compile(masks.pop(-3)[1])
+        source = variables["mirror_source_dir"]
+        assert top.search(source) and top.search("file:" + source)
+        assert not top.search(source + "/a") and not top.search("/other" + source)
     # every reject of the role, then the source tree, then nothing else
     assert masks[:-2] == [("reject", pattern) for pattern in variables["mirror_reject"]]
     assert masks[-2][0] == "accept"

@@ -208,7 +208,23 @@ def test_bad_characters(user, flow, direction, label):
         mirror_names(user, flow, direction, 2)
 
 
-@pytest.mark.parametrize("source", ["inotify", "Watch", "", None, "cpost"])
+def test_cpost_daemon_post_config_and_order():
+    names = mirror_names("opsm", "mirror", "p2s", 2, "cpost")
+    # the same config name as the shim's (sr3c reads cpost/<name>.conf), but a daemon: started last
+    assert names["post"] == "cpost/mirror_p2s"
+    assert names["configs"] == [
+        "shovel/mirror_p2s_tally",
+        "sarra/mirror_p2s_copy",
+        "winnow/mirror_p2s_00",
+        "winnow/mirror_p2s_01",
+        "cpost/mirror_p2s",
+    ]
+    watch = mirror_names("opsm", "mirror", "p2s", 2, "watch")
+    assert names["exchanges"] == watch["exchanges"]
+    assert names["queues"] == watch["queues"]
+
+
+@pytest.mark.parametrize("source", ["inotify", "Watch", "", None, "Cpost", "sr3_cpost"])
 def test_unknown_event_source(source):
     with pytest.raises(AnsibleFilterError, match="event_source"):
         mirror_names("opsm", "mirror", "p2s", 2, source)

@@ -328,6 +328,18 @@ def test_run_command_output_and_timeout(tmp_path):
     assert timed_out and rc != 0
 
 
+def test_sr3_environment_puts_sr3s_directory_first():
+    env = s.sr3_environment('/h/venv/bin/sr3', {'PATH': '/usr/bin:/h/venv/bin:/bin', 'HOME': '/h'})
+    assert env == {'PATH': '/h/venv/bin:/usr/bin:/bin', 'HOME': '/h'}
+    assert s.sr3_environment('/v/sr3', {})['PATH'].startswith('/v' + os.pathsep)
+
+
+def test_run_command_with_an_environment():
+    rc, out, timed_out = s.run_command(
+        [sys.executable, '-c', 'import os; print(os.environ["PATH"])'], 10, env={'PATH': '/nowhere'})
+    assert (rc, out.strip(), timed_out) == (0, '/nowhere', False)
+
+
 def test_error_lines():
     out = 'ok\n2026 1 [ERROR] a\n2026 1 [INFO] b\n2026 [CRITICAL] c\n'
     assert s.error_lines(out) == ['2026 1 [ERROR] a', '2026 [CRITICAL] c']
