@@ -10,7 +10,9 @@ Deploys two flows on this machine with playbooks/deploy.yml (local RabbitMQ,
 * ``reference``: ``mirror_profile=reference``, 5 winnows, 10 copy instances
   (the reference example), ops user ``opsbenchref``;
 
-both with the same hold (30 s unless --hold), in the broker vhost
+and, with ``--variant LABEL:VAR=VALUE[,VAR=VALUE]``, a third flow ``LABEL``: ours
+with those role variables (extra vars), ops user ``opsbenchvar``; all with the
+same hold (30 s unless --hold), in the broker vhost
 ``hpc_mirror_bench``, trees under /var/tmp/hpc_mirror_bench/pipeline. Then for
 each workload, ours and the reference one after the other (the other flow is
 stopped meanwhile; the order alternates between workloads so both see similar
@@ -463,7 +465,7 @@ class Bench(object):
         for flow in FLOWS:
             self.deploy(flow)
             self.stop(flow)
-        order = ["ours", "reference"]
+        order = [flow for flow in FLOWS]
         for index, workload in enumerate(args.workloads):
             for flow in (order if index % 2 == 0 else order[::-1]):
                 self.start(flow)
@@ -503,7 +505,7 @@ def table(results, args, machine):
              "| sr3 peak RSS MiB | RabbitMQ CPU s | RabbitMQ peak RSS MiB | load |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for workload in args.workloads:
-        for flow in ("ours", "reference", "cp -a"):
+        for flow in [f for f in FLOWS if f != "reference"] + ["reference", "cp -a"]:
             r = by.get((workload, flow))
             if not r:
                 continue
@@ -514,12 +516,13 @@ def table(results, args, machine):
                 fmt(r.get("cpu_sr3")), fmt(r["rss_sr3"] / 2 ** 20 if "rss_sr3" in r else None, 0),
                 fmt(r.get("cpu_rabbitmq")), fmt(r["rss_rabbitmq"] / 2 ** 20 if "rss_rabbitmq" in r else None, 0),
                 r.get("load", "")))
-    lines += ["", "| workload | files/s ours/ref | ours/cp -a | MB/s ours/ref | ours/cp -a | lag p50 ours/ref "
-              "| p95 ours/ref | sr3 RSS ours/ref | sr3 CPU ours/ref |", "|---|---|---|---|---|---|---|---|---|"]
-    for workload in args.workloads:
-        o, f, c = by.get((workload, "ours"), {}), by.get((workload, "reference"), {}), by.get((workload, "cp -a"), {})
-        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            workload, ratio(o.get("files_per_s"), f.get("files_per_s")), ratio(o.get("files_per_s"), c.get("files_per_s")),
+    mine = [f for f in FLOWS if f != "reference"]
+    lines += ["", "| workload | flow | files/s ours/ref | ours/cp -a | MB/s ours/ref | ours/cp -a | lag p50 ours/ref "
+              "| p95 ours/ref | sr3 RSS ours/ref | sr3 CPU ours/ref |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for workload, flow in ((w, m) for w in args.workloads for m in mine):
+        o, f, c = by.get((workload, flow), {}), by.get((workload, "reference"), {}), by.get((workload, "cp -a"), {})
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            workload, flow, ratio(o.get("files_per_s"), f.get("files_per_s")), ratio(o.get("files_per_s"), c.get("files_per_s")),
             ratio(o.get("mb_per_s"), f.get("mb_per_s")), ratio(o.get("mb_per_s"), c.get("mb_per_s")),
             ratio(o.get("p50", o.get("converge")), f.get("p50", f.get("converge"))),
             ratio(o.get("p95"), f.get("p95")), ratio(o.get("rss_sr3"), f.get("rss_sr3")),
@@ -537,8 +540,17 @@ def parse():
     parser.add_argument("--hold", type=int, default=30, help="hold of both flows, seconds (default 30)")
     parser.add_argument("--timeout", type=int, default=300, help="seconds past the hold to wait for the last file")
     parser.add_argument("--workloads", default="burst,sustained,trickle,large,mixed")
+    parser.add_argument("--variant", metavar="LABEL:VAR=VALUE[,VAR=VALUE]",
+                        help="also measure ours with these mirror role variables (extra vars), as flow LABEL, "
+                             "e.g. consumer:mirror_amqp_consumer=true")
     args = parser.parse_args()
     args.workloads = args.workloads.split(",")
+    if args.variant:
+        label, _colon, assignments = args.variant.partition(":")
+        extra = dict(item.split("=", 1) for item in assignments.split(",") if "=" in item)
+        if not label or label in FLOWS or label == "cp -a" or not extra:
+            parser.error("--variant: LABEL:VAR=VALUE[,VAR=VALUE] with a new label")
+        FLOWS[label] = {"user": "opsbenchvar", "vars": {}, "extra": extra}
     args.burst, args.sustained, args.trickle, args.large, args.mixed_scale = (
         (2000, 20, 10, 5, 20) if args.quick else (20000, 60, 30, 20, 100))
     return args

@@ -57,6 +57,11 @@ CPOST = dict(WATCH, mirror_event_source="cpost", mirror_cpost_sleep=2,
              mirror_cpost_checksum="0b1c2d3e4f")
 # The reference example's settings (benchmarks/pipeline compares them with ours).
 REFERENCE = dict(WATCH, mirror_profile="reference", mirror_winnows=5, mirror_copy_instances=10)
+# The consumers with basic_consume and a prefetch (sr3 amqp_consumer), with our settings and
+# with the reference's (which must stay the reference's). Strings, as from -e on the command line.
+CONSUMER = dict(WATCH, mirror_amqp_consumer="true", mirror_copy_batch=15)
+REFERENCE_CONSUMER = dict(REFERENCE, mirror_amqp_consumer="true")
+NO_CONSUMER = dict(WATCH, mirror_amqp_consumer="false")
 # sr3 role variants for the same brokers as the mirror variants.
 SR3_WATCH = dict(
     sr3_broker_password="p:/@%w",
@@ -141,6 +146,9 @@ def rendered(tmp_path_factory):
         _mirror_play(str(out / "shim"), SHIM),
         _mirror_play(str(out / "cpost"), CPOST),
         _mirror_play(str(out / "reference"), REFERENCE),
+        _mirror_play(str(out / "consumer"), CONSUMER),
+        _mirror_play(str(out / "reference_consumer"), REFERENCE_CONSUMER),
+        _mirror_play(str(out / "no_consumer"), NO_CONSUMER),
         _sr3_play(str(out / "sr3_watch"), SR3_WATCH),
         _sr3_play(str(out / "sr3_shim"), SR3_SHIM),
     ]
@@ -193,7 +201,8 @@ def one(pairs, keyword):
     return found[0]
 
 
-VARIANTS = {"watch": WATCH, "shim": SHIM, "cpost": CPOST, "reference": REFERENCE}
+VARIANTS = {"watch": WATCH, "shim": SHIM, "cpost": CPOST, "reference": REFERENCE,
+            "consumer": CONSUMER, "reference_consumer": REFERENCE_CONSUMER, "no_consumer": NO_CONSUMER}
 
 
 def names_for(variant):
@@ -484,7 +493,8 @@ def test_tally_conf(rendered, variant):
 def test_reference_profile(rendered):
     names = names_for("reference")
     assert len(names["winnows"]) == 5
-    ours = ("sleep", "paceInterval", "logEvents", "batch", "accelCpCommand", "housekeeping")
+    ours = ("sleep", "paceInterval", "logEvents", "batch", "accelCpCommand", "housekeeping", "amqp_consumer",
+            "prefetch")
     for config in names["winnows"]:
         pairs = settings(config_path(rendered, "reference", config))
         assert one(pairs, "flowcb_prepend") == "sarracenia.flowcb.mdelaylatest.MDelayLatest"
@@ -502,6 +512,57 @@ def test_reference_profile(rendered):
     # the reference posts with the shim at close(): its watch is paced as ours is
     pairs = settings(config_path(rendered, "reference", names["post"]))
     assert one(pairs, "flowcb") == "hpc_mirror_pace.Pace"
+
+
+# --------------------------------------------------------------------------
+# mirror_amqp_consumer: basic_consume with a prefetch in every consuming config
+# --------------------------------------------------------------------------
+
+def consuming_configs(variant):
+    names = names_for(variant)
+    return names["winnows"] + [names["copier"], names["tally"]]
+
+
+def test_amqp_consumer_on(rendered):
+    names = names_for("consumer")
+    for config in consuming_configs("consumer"):
+        pairs = settings(config_path(rendered, "consumer", config))
+        assert one(pairs, "amqp_consumer") == "on", config
+    # winnows: no limit (held messages stay unacknowledged for the hold); copiers: two batches
+    for config in names["winnows"]:
+        assert one(settings(config_path(rendered, "consumer", config)), "prefetch") == "0"
+    assert one(settings(config_path(rendered, "consumer", names["copier"])), "prefetch") == "30"
+    assert one(settings(config_path(rendered, "consumer", names["tally"])), "prefetch") == "200"
+    # the posting config publishes only
+    assert values(settings(config_path(rendered, "consumer", names["post"])), "amqp_consumer") == []
+
+
+def test_amqp_consumer_parsed_by_sr3(rendered, tmp_path, monkeypatch):
+    config = pytest.importorskip("sarracenia.config")
+    names = names_for("consumer")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for component, name in [("winnow", names["winnows"][0]), ("sarra", names["copier"]),
+                            ("shovel", names["tally"])]:
+        options = config.default_config()
+        options.component = component
+        options.parse_file(str(config_path(rendered, "consumer", name)), component)
+        assert options.amqp_consumer is True, name
+        assert options.prefetch == {"winnow": 0, "sarra": 30, "shovel": 200}[component], name
+
+
+@pytest.mark.parametrize("variant", ["no_consumer", "reference_consumer"])
+def test_amqp_consumer_off(rendered, variant):
+    # off when false (also as the string from -e), and never in the reference profile
+    for config in consuming_configs(variant):
+        pairs = settings(config_path(rendered, variant, config))
+        assert values(pairs, "amqp_consumer") == [] and values(pairs, "prefetch") == [], config
+
+
+def test_amqp_consumer_default(rendered):
+    # the watch variant renders the role's default
+    expected = ["on"] if variables_for("watch")["mirror_amqp_consumer"] else []
+    for config in consuming_configs("watch"):
+        assert values(settings(config_path(rendered, "watch", config)), "amqp_consumer") == expected, config
 
 
 # --------------------------------------------------------------------------
