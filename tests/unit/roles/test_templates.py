@@ -290,7 +290,8 @@ def test_post_conf_cpost_daemon(rendered):
     # paths come from its own walk of the tree: no realpath, no sr3 plugins
     for keyword in ("realpathPost", "realpathFilter", "realpathAdjust", "flowcb", "logEvents"):
         assert values(pairs, keyword) == []
-    assert one(pairs, "fileEvents") == "create,modify,link,mkdir,delete,rmdir"
+    # no mkdir: the top directory would be posted at every start and recreated inside the copy
+    assert one(pairs, "fileEvents") == "create,modify,link,delete"
     # the binary's checksum is in the file: a rebuilt sr3c changes it, so the daemon restarts
     with open(str(path)) as handle:
         assert "# Runs %s (sha1 0b1c2d3e4f)" % CPOST["mirror_cpost_command"] in handle.read()
