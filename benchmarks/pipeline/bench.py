@@ -465,7 +465,7 @@ class Bench(object):
         for flow in FLOWS:
             self.deploy(flow)
             self.stop(flow)
-        order = [flow for flow in FLOWS]
+        order = list(FLOWS)
         for index, workload in enumerate(args.workloads):
             for flow in (order if index % 2 == 0 else order[::-1]):
                 self.start(flow)
