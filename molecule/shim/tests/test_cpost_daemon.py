@@ -201,6 +201,10 @@ def test_files_written_without_the_shim_are_mirrored(host, cpost_deployment):
     assert entry(host, "%s/%s/run/before.txt" % (SECONDARY, TOP)) is None
 
 
+# Measured 2026-11-24 with sr3c 3.24.10 after directory events were turned off
+# (c8fab46): the move posts nothing, the old directory stays on the copy and the
+# new one never arrives. Strict: it fails as soon as the move is mirrored.
+@pytest.mark.xfail(strict=True, reason="sr3_cpost without directory events does not post a directory move (known gap, issue 3)")
 def test_directory_operations(host, cpost_deployment):
     """mv and rmdir of directories: measured, printed, only what works is asserted."""
     must(cpost_deployment)
