@@ -222,12 +222,49 @@ def _read_names(chunk):
         yield from names
 
 
-def _merged_names(chunks):
+def _merged(chunks, parse):
     try:
-        yield from heapq.merge(*[_read_names(chunk) for chunk in chunks])
+        yield from heapq.merge(*[parse(chunk) for chunk in chunks])
     finally:
         for chunk in chunks:
             chunk.close()
+
+
+def _sorted_listing(abs_dir, item_of, record_of, parse, chunk_size, tmp_dir):
+    """Iterator over ``item_of(entry)`` for the entries of ``abs_dir``, sorted.
+
+    Up to ``chunk_size`` items are sorted in memory; a larger directory is
+    sorted in chunks spilled to temporary files in ``tmp_dir`` (each item
+    written as ``record_of(item)``, NUL-terminated, read back by ``parse``)
+    and merged. Raises OSError when the directory cannot be listed.
+    """
+    with os.scandir(abs_dir) as listing:
+        items = [item_of(child) for child in itertools.islice(listing, chunk_size)]
+        if len(items) < chunk_size:
+            items.sort()
+            return iter(items)
+        chunks = []
+        try:
+            while items:
+                items.sort()
+                chunk = tempfile.TemporaryFile(dir=tmp_dir)
+                chunks.append(chunk)
+                chunk.write(b''.join(record_of(item) + b'\0' for item in items))
+                chunk.seek(0)
+                items = [item_of(child) for child in itertools.islice(listing, chunk_size)]
+        except BaseException:
+            for chunk in chunks:
+                chunk.close()
+            raise
+    return _merged(chunks, parse)
+
+
+def _child_name(child):
+    return child.name
+
+
+def _same(name):
+    return name
 
 
 def sorted_names(abs_dir, chunk_size=CHUNK_SIZE, tmp_dir=None):
@@ -237,25 +274,7 @@ def sorted_names(abs_dir, chunk_size=CHUNK_SIZE, tmp_dir=None):
     sorted in chunks spilled to temporary files in ``tmp_dir`` and merged.
     Raises OSError when the directory cannot be listed.
     """
-    with os.scandir(abs_dir) as listing:
-        names = [child.name for child in itertools.islice(listing, chunk_size)]
-        if len(names) < chunk_size:
-            names.sort()
-            return iter(names)
-        chunks = []
-        try:
-            while names:
-                names.sort()
-                chunk = tempfile.TemporaryFile(dir=tmp_dir)
-                chunks.append(chunk)
-                chunk.write(b'\0'.join(names) + b'\0')
-                chunk.seek(0)
-                names = [child.name for child in itertools.islice(listing, chunk_size)]
-        except BaseException:
-            for chunk in chunks:
-                chunk.close()
-            raise
-    return _merged_names(chunks)
+    return _sorted_listing(abs_dir, _child_name, _same, _read_names, chunk_size, tmp_dir)
 
 
 def new_stats():
@@ -669,14 +688,6 @@ def _read_children(chunk):
         yield name, flag == b'd'
 
 
-def _merged_children(chunks):
-    try:
-        yield from heapq.merge(*[_read_children(chunk) for chunk in chunks])
-    finally:
-        for chunk in chunks:
-            chunk.close()
-
-
 def _is_dir_entry(child):
     """Whether a listed entry is a directory (d_type, or lstat where the file system gives no type)."""
     try:
@@ -691,25 +702,16 @@ def sorted_children(abs_dir, chunk_size=CHUNK_SIZE, tmp_dir=None):
     ``is_dir`` comes from the listing (d_type) when the file system gives it,
     else from an lstat; symlinks are never directories here.
     """
-    with os.scandir(abs_dir) as listing:
-        children = [(child.name, _is_dir_entry(child)) for child in itertools.islice(listing, chunk_size)]
-        if len(children) < chunk_size:
-            children.sort()
-            return iter(children)
-        chunks = []
-        try:
-            while children:
-                children.sort()
-                chunk = tempfile.TemporaryFile(dir=tmp_dir)
-                chunks.append(chunk)
-                chunk.write(b''.join(name + (b'/d\0' if is_dir else b'/f\0') for name, is_dir in children))
-                chunk.seek(0)
-                children = [(child.name, _is_dir_entry(child)) for child in itertools.islice(listing, chunk_size)]
-        except BaseException:
-            for chunk in chunks:
-                chunk.close()
-            raise
-    return _merged_children(chunks)
+    return _sorted_listing(abs_dir, _child_and_type, _child_record, _read_children, chunk_size, tmp_dir)
+
+
+def _child_and_type(child):
+    return child.name, _is_dir_entry(child)
+
+
+def _child_record(item):
+    name, is_dir = item
+    return name + (b'/d' if is_dir else b'/f')
 
 
 def _segments_lines(segments, selector, split, hash_name):
