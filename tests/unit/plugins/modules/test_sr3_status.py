@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -24,6 +25,18 @@ FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.
 FLOW = 'mirror_primary_to_secondary'
 COPY = 'sarra/%s_copy' % FLOW
 TALLY = 'shovel/%s_tally' % FLOW
+
+
+def wait_until_exec(pid, argument, timeout=5):
+    """Until the child has exec'd, /proc/<pid>/cmdline is empty or still the parent's."""
+    deadline = time.time() + timeout
+    path = '/proc/%d/cmdline' % pid
+    while time.time() < deadline:
+        with open(path, 'rb') as handle:
+            if argument.encode() in handle.read().split(b'\0'):
+                return
+        time.sleep(0.01)
+    raise AssertionError('process %d never ran with %s in its arguments' % (pid, argument))
 
 
 @pytest.fixture
@@ -101,6 +114,7 @@ def test_configs_of_other_nodes_sharing_home_are_idle_unless_they_run(run, home)
     state.mkdir(parents=True)
     proc = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', TALLY])
     try:
+        wait_until_exec(proc.pid, TALLY)
         (state / ('shovel_%s_tally_01.pid' % FLOW)).write_text(str(proc.pid))
         result = run(configs=[COPY, TALLY], assigned=[COPY], labels={'host': 'hpc2n2'})
     finally:
