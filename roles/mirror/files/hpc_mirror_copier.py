@@ -15,6 +15,12 @@ Two corrections to how sr3 handles a tree that changes while it is mirrored:
    field is dropped so the removal happens; while the directory still holds
    files (their renames travel through other winnows) the removal is retried.
 
+3. An event for the tree's own top directory (sr3c's sr3_cpost posts one at
+   every start) would be copied, full path and all, inside the destination:
+   sr3 strips baseDir only from paths below it.  The destination's top is the
+   deploy's, never a copier's, so such events are rejected, with a log line
+   (also a removal: the copy's top must survive the loss of the source's).
+
 usage (copy config)::
 
     flowcb_prepend hpc_mirror_copier.Copier
@@ -38,6 +44,14 @@ logger = logging.getLogger(__name__)
 
 def is_removal(message):
     return "remove" in (message.get("fileOp") or {})
+
+
+def is_tree_top(message, base_dir):
+    """True when the message is about base_dir itself, not a path below it."""
+    if not base_dir or base_dir == "/":
+        return False
+    path = "/" + message.get("relPath", "").strip("/")
+    return os.path.normpath(path) == os.path.normpath(base_dir)
 
 
 def local_source_path(message):
@@ -155,9 +169,17 @@ class Copier(FlowCB):
         self.probe.close()
 
     def after_accept(self, worklist):
+        incoming = []
         for message in worklist.incoming:
+            if is_tree_top(message, getattr(self.o, "baseDir", None)):
+                message.setReport(304, "the tree's top directory is the deploy's, not copied")
+                worklist.rejected.append(message)
+                logger.info("not copying %s: it is the source tree's top directory", message.get("relPath"))
+                continue
             if is_removal(message) and "newname" in message:
                 del message["newname"]
+            incoming.append(message)
+        worklist.incoming = incoming
 
     def after_work(self, worklist):
         worklist.failed, vanished = split_vanished(worklist.failed, self.probe.exists)

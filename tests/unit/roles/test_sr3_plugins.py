@@ -343,6 +343,36 @@ def test_copier_after_accept_drops_newname_from_removals_only(options):
     assert work.incoming == [dir_moved, file_moved, renamed, plain, removal_without]
 
 
+@pytest.mark.parametrize("rel_path, top", [
+    ("fs/primary", True), ("/fs/primary", True), ("fs/primary/", True), ("fs//primary", True),
+    ("fs/primary/a", False), ("fs/primary2", False), ("fs", False), ("", False),
+])
+def test_is_tree_top(rel_path, top):
+    assert copier.is_tree_top({"relPath": rel_path}, "/fs/primary") is top
+    assert copier.is_tree_top({"relPath": rel_path}, "/fs/primary/") is top
+
+
+def test_is_tree_top_without_a_base_dir():
+    assert not copier.is_tree_top({"relPath": "fs/primary"}, None)
+    assert not copier.is_tree_top({"relPath": ""}, "/")
+
+
+def test_copier_after_accept_rejects_the_tree_top(options):
+    """sr3_cpost posts the top directory at every start: never copied nor removed."""
+    options.baseDir = "/fs/primary"
+    top_mkdir = message(fileOp={"directory": ""}, relPath="fs/primary", baseUrl="file:/")
+    top_removal = message(fileOp={"remove": "", "directory": ""}, relPath="/fs/primary", baseUrl="file:/")
+    below = message(fileOp={"directory": ""}, relPath="fs/primary/run", baseUrl="file:/")
+    work = worklist(incoming=[top_mkdir, below, top_removal])
+
+    copier.Copier(options).after_accept(work)
+
+    assert work.incoming == [below]
+    assert work.rejected == [top_mkdir, top_removal]
+    assert top_mkdir["report"]["code"] == 304 and "top directory" in top_mkdir["report"]["message"]
+    assert "report" not in below
+
+
 def test_copier_after_work_moves_messages(options, tmp_path):
     source = tmp_path / "src"
     source.mkdir()
