@@ -164,6 +164,7 @@ class Copier(FlowCB):
     def __init__(self, options):
         super().__init__(options, logger)
         self.probe = SftpProbe(options)
+        self.tree_top = getattr(options, "baseDir", None)
 
     def on_stop(self):
         self.probe.close()
@@ -171,7 +172,7 @@ class Copier(FlowCB):
     def after_accept(self, worklist):
         incoming = []
         for message in worklist.incoming:
-            if is_tree_top(message, getattr(self.o, "baseDir", None)):
+            if is_tree_top(message, self.tree_top):
                 message.setReport(304, "the tree's top directory is the deploy's, not copied")
                 worklist.rejected.append(message)
                 logger.info("not copying %s: it is the source tree's top directory", message.get("relPath"))

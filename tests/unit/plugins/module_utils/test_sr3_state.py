@@ -216,7 +216,7 @@ def test_running_instances_real_process(tmp_path):
     child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)', 'start', 'shovel/t'])
     # until the child has exec'd, /proc/<pid>/cmdline is empty or still the parent's
     deadline = time.time() + 5
-    while 'shovel/t' not in (s.read_cmdline(child.pid) or []) and time.time() < deadline:
+    while 'shovel/t' not in s.read_cmdline(child.pid) and time.time() < deadline:
         time.sleep(0.01)
     try:
         write(state / 'shovel_t_01.pid', str(child.pid))

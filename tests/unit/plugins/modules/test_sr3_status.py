@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from ansible_collections.sr3.hpc_mirror.plugins.module_utils import sr3_state
 from ansible_collections.sr3.hpc_mirror.plugins.modules import sr3_status
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -30,11 +31,9 @@ TALLY = 'shovel/%s_tally' % FLOW
 def wait_until_exec(pid, argument, timeout=5):
     """Until the child has exec'd, /proc/<pid>/cmdline is empty or still the parent's."""
     deadline = time.time() + timeout
-    path = '/proc/%d/cmdline' % pid
     while time.time() < deadline:
-        with open(path, 'rb') as handle:
-            if argument.encode() in handle.read().split(b'\0'):
-                return
+        if argument in sr3_state.read_cmdline(pid):
+            return
         time.sleep(0.01)
     raise AssertionError('process %d never ran with %s in its arguments' % (pid, argument))
 
