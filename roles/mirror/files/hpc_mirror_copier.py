@@ -21,13 +21,35 @@ Two corrections to how sr3 handles a tree that changes while it is mirrored:
    deploy's, never a copier's, so such events are rejected, with a log line
    (also a removal: the copy's top must survive the loss of the source's).
 
+4. Every message passes the guard (hpc_mirror_guard) before anything is done
+   with it: a message that names a path outside the trees, another source,
+   inline content or a destination whose parent is a link out of the tree is
+   rejected with one log line and counted.  Modes lose setuid and setgid
+   unless hpcMirrorKeepSetid is on.
+
+5. The copier writes the files itself (the download entry point, replacing
+   sr3's transfer and its accelerator, whose command line was a string split
+   on whitespace): whole files under a temporary name renamed into place,
+   through paths opened without following links (hpc_mirror_files), for any
+   name.  A source that is a symbolic link arrives as a link, whatever the
+   message said (a link inside a moved directory is posted as a plain rename).
+
+Each instance leaves, in its state directory, hpc_mirror_copier_NN.json (its
+rejections by reason, read by status.yml) and hpc_mirror_copier_NN.inflight
+(the temporary file it is writing, removed at the next start if it was killed).
+
 usage (copy config)::
 
+    hpcMirrorSourceUrl file:/
     flowcb_prepend hpc_mirror_copier.Copier
 """
 
+import collections
+import json
 import logging
 import os
+import stat
+import time
 
 try:
     from urllib.parse import urlparse
@@ -39,7 +61,23 @@ try:
 except ImportError:  # pragma: no cover - only sr3 runs this plugin
     FlowCB = object
 
+# sr3 puts its plugin directory on sys.path.
+import hpc_mirror_files as files
+import hpc_mirror_guard as guard
+
 logger = logging.getLogger(__name__)
+
+
+class SourceChanged(Exception):
+    """The source was written while it was copied: the copy would mix versions."""
+
+
+class NotCarried(Exception):
+    """An entry the copier refuses to copy; reason is a counter name."""
+
+    def __init__(self, reason, detail):
+        super(NotCarried, self).__init__(detail)
+        self.reason = reason
 
 
 def is_removal(message):
@@ -140,11 +178,71 @@ class SftpProbe:
             self.close(server)
             return None
 
+    def realpath(self, server, path):
+        """The server's realpath of path, as bytes (paramiko's would decode the name)."""
+        from paramiko.sftp import CMD_NAME, CMD_REALPATH
+        kind, reply = self.sftp(server)._request(CMD_REALPATH, path)
+        if kind != CMD_NAME or reply.get_int() != 1:
+            raise IOError("no realpath for %r on %s" % (path, server))
+        return reply.get_string()
+
+    def open_source(self, server, top, relative):
+        """The source entry top/relative on an sftp server, read without following links.
+
+        The server resolves links in the parents: its realpath of the parent
+        must be inside its realpath of the tree (a link among the parents
+        that stays inside is harmless).
+        """
+        names = files.components(relative)
+        top = os.fsencode(top).rstrip(b"/")
+        parent = b"/".join([top] + names[:-1])
+        real_top = self.realpath(server, top or b"/").rstrip(b"/")
+        real_parent = self.realpath(server, parent or b"/")
+        if real_parent != real_top and not real_parent.startswith(real_top + b"/"):
+            raise files.Unsafe("%r resolves to %r on %s, outside %r" % (parent, real_parent, server, real_top))
+        sftp = self.sftp(server)
+        path = parent + b"/" + names[-1]
+        st = sftp.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            return files.Source("link", target=os.fsencode(sftp.readlink(path)), st=st)
+        if stat.S_ISDIR(st.st_mode):
+            return files.Source("directory", st=st)
+        if not stat.S_ISREG(st.st_mode):
+            return files.Source("special", st=st)
+        return RemoteFile(sftp.open(path, "rb"), st)
+
     def close(self, server=None):
         for key in [server] if server else list(self.clients):
             client, sftp = self.clients.pop(key, (None, None))
             if client:
                 client.close()
+
+
+class RemoteFile:
+    """A regular file open on an sftp server, read ahead in parallel requests."""
+
+    kind = "file"
+    target = None
+
+    def __init__(self, handle, st):
+        self.handle = handle
+        self.st = st
+
+    def copy_into(self, target_fd):
+        self.handle.prefetch(self.st.st_size)
+        copied = 0
+        while True:
+            block = self.handle.read(files.CHUNK)
+            if not block:
+                return copied
+            files.write_all(target_fd, block)
+            copied += len(block)
+
+    def restat(self):
+        return self.handle.stat()
+
+    def close(self):
+        self.handle.close()
 
 
 def split_busy_directory_removals(rejected):
@@ -159,15 +257,115 @@ def split_busy_directory_removals(rejected):
     return still_rejected, retry
 
 
+def times_ns(st, message):
+    """(atime, mtime) in ns for the copy: the source's, to the precision it has.
+
+    sftp gives whole seconds only; the message's mtime, taken by the poster
+    with lstat, is kept when it is the same second (it is the same write).
+    """
+    if hasattr(st, "st_mtime_ns"):
+        return st.st_atime_ns, st.st_mtime_ns
+    mtime = int(st.st_mtime) * 10**9
+    if message.get("mtime"):
+        from sarracenia import timestr2flt
+        posted = int(round(timestr2flt(message["mtime"]) * 10**9))
+        if posted // 10**9 == int(st.st_mtime):
+            mtime = posted
+    atime = int(st.st_atime or st.st_mtime) * 10**9
+    return atime, mtime
+
+
+def relative_to(path, top):
+    """path below top, without the leading slash ('' for top itself)."""
+    path = "/" + path.lstrip("/")
+    top = top.rstrip("/")
+    return path[len(top):].lstrip("/") if top else path.lstrip("/")
+
+
+def write_json_atomically(path, data):
+    temporary = path + ".new"
+    with open(temporary, "w") as handle:
+        json.dump(data, handle, sort_keys=True)
+    os.replace(temporary, path)
+
+
 class Copier(FlowCB):
 
     def __init__(self, options):
         super().__init__(options, logger)
+        options.add_option("hpcMirrorSourceUrl", "str", None)
+        options.add_option("hpcMirrorKeepSetid", "flag", False)
+        options.add_option("hpcMirrorFsync", "flag", False)
         self.probe = SftpProbe(options)
         self.tree_top = getattr(options, "baseDir", None)
+        self.destination_top = getattr(options, "directory", None)
+        self.guard = guard.Guard(options.hpcMirrorSourceUrl or "", self.tree_top or "/",
+                                 self.destination_top or "/")
+        self.rejected = collections.Counter()
+        self.since = time.time()
+        state_dir = os.path.dirname(getattr(options, "pid_filename", None) or "")
+        instance = "%02d" % (getattr(options, "no", 0) or 0)
+        self.counts_file = os.path.join(state_dir, "hpc_mirror_copier_%s.json" % instance) if state_dir else None
+        self.inflight_file = os.path.join(state_dir, "hpc_mirror_copier_%s.inflight" % instance) if state_dir else None
+
+    # ---------------------------------------------------------------- state
+
+    def count(self, reason):
+        self.rejected[reason] += 1
+
+    def save_counts(self):
+        if not self.counts_file:
+            return
+        try:
+            write_json_atomically(self.counts_file, {
+                "rejected": dict(self.rejected), "unsafe_names": self.rejected.get("unsafe_name", 0),
+                "since": self.since, "updated": time.time()})
+        except OSError as error:
+            logger.error("cannot write %s: %s", self.counts_file, error)
+
+    def announce(self, relative_dir):
+        """Return the callback that records the temporary file about to be written."""
+        def record(temporary):
+            if self.inflight_file:
+                with open(self.inflight_file, "wb") as handle:
+                    handle.write(os.path.join(os.fsencode(relative_dir), temporary))
+        return record
+
+    def remove_leftover(self):
+        """Remove the temporary file this instance was writing when it was killed."""
+        if not self.inflight_file or not self.destination_top:
+            return
+        try:
+            with open(self.inflight_file, "rb") as handle:
+                relative = handle.read()
+        except FileNotFoundError:
+            return
+        if relative and files.remove_leftover(self.destination_top, relative):
+            logger.info("removed %s, left by a copy that did not finish", relative)
+
+    def on_start(self):
+        if not self.o.hpcMirrorSourceUrl:
+            logger.error("hpcMirrorSourceUrl is not set: every message will be rejected as foreign")
+        try:
+            self.remove_leftover()
+        except (OSError, files.Unsafe) as error:
+            logger.error("cannot remove the temporary file left by the last run: %s", error)
+
+    def on_housekeeping(self):
+        self.save_counts()
 
     def on_stop(self):
+        self.save_counts()
         self.probe.close()
+
+    # ---------------------------------------------------------------- guard
+
+    def refuse(self, message, reason, detail, worklist):
+        self.count(reason)
+        # 417: an invalid message; 422: nothing it can be copied to
+        message.setReport(417 if reason in guard.REASONS else 422, "%s: %s" % (reason, detail))
+        worklist.rejected.append(message)
+        logger.error("rejected (%s): %s", reason, detail)
 
     def after_accept(self, worklist):
         incoming = []
@@ -177,12 +375,103 @@ class Copier(FlowCB):
                 worklist.rejected.append(message)
                 logger.info("not copying %s: it is the source tree's top directory", message.get("relPath"))
                 continue
+            refused = self.guard.check(message)
+            if refused:
+                self.refuse(message, refused.reason, refused.detail, worklist)
+                continue
             if is_removal(message) and "newname" in message:
                 del message["newname"]
+            self.restore_link_target(message)
+            if "mode" in message:
+                mode = guard.masked_mode(message["mode"], self.o.hpcMirrorKeepSetid)
+                if mode is None:
+                    del message["mode"]
+                else:
+                    message["mode"] = "%o" % mode
             incoming.append(message)
         worklist.incoming = incoming
 
+    @staticmethod
+    def restore_link_target(message):
+        """A symbolic link's target is data: undo sr3's rewrite of the source prefix."""
+        original = message.get("post_fileOp") or {}
+        if "link" in original and "link" in (message.get("fileOp") or {}):
+            message["fileOp"]["link"] = original["link"]
+
+    # ---------------------------------------------------------------- copy
+
+    def download(self, message):
+        """Write the message's entry on the destination as the source has it now."""
+        try:
+            self.copy(message)
+            return True
+        except NotCarried as refused:
+            message["_hpc_mirror_refused"] = (refused.reason, str(refused))
+            message["_deleteOnPost"] |= set(["_hpc_mirror_refused"])
+        except files.Unsafe as error:
+            message["_hpc_mirror_refused"] = ("symlinked_parent", str(error))
+            message["_deleteOnPost"] |= set(["_hpc_mirror_refused"])
+        except SourceChanged as changed:
+            logger.info("will copy %s again: %s", message.get("relPath"), changed)
+        except FileNotFoundError as error:
+            logger.info("cannot copy %s now: %s", message.get("relPath"), error)
+        except (UnicodeError, ValueError) as error:
+            message["_hpc_mirror_refused"] = ("unsafe_name", "%s: %s" % (message.get("relPath"), error))
+            message["_deleteOnPost"] |= set(["_hpc_mirror_refused"])
+        except Exception as error:  # retried by sr3: say why
+            logger.error("copy of %s failed: %s", message.get("relPath"), error)
+        return False
+
+    def copy(self, message):
+        relative = relative_to(message["relPath"], self.tree_top)
+        target_dir = relative_to(message["new_dir"], self.destination_top)
+        remote = remote_source(message)
+        source = self.open_remote(remote, relative) if remote else files.open_source(self.tree_top, relative)
+        try:
+            with files.Destination(self.destination_top, target_dir) as destination:
+                self.install(source, destination, message, target_dir)
+        finally:
+            source.close()
+
+    def install(self, source, destination, message, target_dir):
+        name = message["new_file"]
+        if source.kind == "link":
+            destination.install_link(name, source.target, announce=self.announce(target_dir))
+            message["size"] = 0
+        elif source.kind == "directory":
+            destination.make_directory(name, self.mode_of(source.st) or 0o755)
+        elif source.kind == "file":
+            st = source.st
+
+            def write(fd):
+                written = source.copy_into(fd)
+                now = source.restat()
+                if written != st.st_size or (now.st_size, now.st_mtime) != (st.st_size, st.st_mtime):
+                    raise SourceChanged("it was written while it was copied (%d bytes read of %d)"
+                                        % (written, now.st_size))
+                return written
+            message["size"] = destination.install_file(
+                name, write, self.mode_of(st), times_ns(st, message),
+                fsync=self.o.hpcMirrorFsync, announce=self.announce(target_dir))
+        else:
+            raise NotCarried("special_file", "%s is a device, FIFO or socket: not copied" % message["relPath"])
+
+    def mode_of(self, st):
+        mode = stat.S_IMODE(st.st_mode)
+        return mode if self.o.hpcMirrorKeepSetid else mode & ~guard.SETID_BITS
+
+    def open_remote(self, remote, relative):
+        server, _path = remote
+        return self.probe.open_source(server, self.tree_top, relative)
+
+    # ---------------------------------------------------------------- results
+
     def after_work(self, worklist):
+        refused = [m for m in worklist.failed if "_hpc_mirror_refused" in m]
+        worklist.failed = [m for m in worklist.failed if "_hpc_mirror_refused" not in m]
+        for message in refused:
+            reason, detail = message.pop("_hpc_mirror_refused")
+            self.refuse(message, reason, detail, worklist)
         worklist.failed, vanished = split_vanished(worklist.failed, self.probe.exists)
         for message in vanished:
             message.setReport(410, "source gone before it could be copied")

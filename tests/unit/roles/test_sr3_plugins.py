@@ -13,6 +13,7 @@ __metaclass__ = type
 import importlib.util
 import json
 import os
+import sys
 import time
 import types
 
@@ -24,6 +25,9 @@ from sarracenia.flowcb import FlowCB
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 FILES = os.path.join(ROOT, "roles", "mirror", "files")
+# sr3 puts its plugin directory on sys.path: the plugins import each other by name.
+if FILES not in sys.path:
+    sys.path.insert(0, FILES)
 
 
 def _load(name):
@@ -325,15 +329,34 @@ def test_split_busy_directory_removals(tmp_path):
 # copier: the flow callback
 # --------------------------------------------------------------------------
 
-def test_copier_after_accept_drops_newname_from_removals_only(options):
-    dir_moved = message(fileOp={"remove": "", "directory": ""}, newname="new/dir", relPath="old/dir")
-    file_moved = message(fileOp={"remove": ""}, newname="new/file", relPath="old/file")
-    renamed = message(fileOp={"rename": "old/file"}, newname="new/file", relPath="new/file")
-    plain = message(relPath="x", newname="y")
-    removal_without = message(fileOp={"remove": ""}, relPath="z")
+@pytest.fixture
+def trees(options, tmp_path):
+    """The copier's source and destination trees, as its config names them."""
+    options.baseDir = str(tmp_path / "fs" / "primary")
+    options.directory = str(tmp_path / "fs" / "secondary")
+    options.hpcMirrorSourceUrl = "file:/"
+    os.makedirs(options.baseDir)
+    os.makedirs(options.directory)
+    return options
+
+
+def mirrored(options, rel_path, **fields):
+    """A message about baseDir/rel_path, with the fields sr3 sets when it accepts one."""
+    new_dir, new_file = os.path.split(os.path.join(options.directory, rel_path))
+    return message(baseUrl="file:/", relPath=os.path.join(options.baseDir, rel_path).lstrip("/"),
+                   new_dir=new_dir, new_file=new_file, **fields)
+
+
+def test_copier_after_accept_drops_newname_from_removals_only(trees):
+    dir_moved = mirrored(trees, "old/dir", fileOp={"remove": "", "directory": ""}, newname="new/dir")
+    file_moved = mirrored(trees, "old/file", fileOp={"remove": ""}, newname="new/file")
+    renamed = mirrored(trees, "new/file", fileOp={"rename": os.path.join(trees.directory, "old/file")},
+                       newname="new/file")
+    plain = mirrored(trees, "x", newname="y")
+    removal_without = mirrored(trees, "z", fileOp={"remove": ""})
     work = worklist(incoming=[dir_moved, file_moved, renamed, plain, removal_without])
 
-    copier.Copier(options).after_accept(work)
+    copier.Copier(trees).after_accept(work)
 
     assert "newname" not in dir_moved and "newname" not in file_moved
     assert dir_moved["fileOp"] == {"remove": "", "directory": ""}
@@ -357,15 +380,15 @@ def test_is_tree_top_without_a_base_dir():
     assert not copier.is_tree_top({"relPath": ""}, "/")
 
 
-def test_copier_after_accept_rejects_the_tree_top(options):
+def test_copier_after_accept_rejects_the_tree_top(trees):
     """sr3_cpost posts the top directory at every start: never copied nor removed."""
-    options.baseDir = "/fs/primary"
-    top_mkdir = message(fileOp={"directory": ""}, relPath="fs/primary", baseUrl="file:/")
-    top_removal = message(fileOp={"remove": "", "directory": ""}, relPath="/fs/primary", baseUrl="file:/")
-    below = message(fileOp={"directory": ""}, relPath="fs/primary/run", baseUrl="file:/")
+    top = trees.baseDir.lstrip("/")
+    top_mkdir = message(fileOp={"directory": ""}, relPath=top, baseUrl="file:/")
+    top_removal = message(fileOp={"remove": "", "directory": ""}, relPath="/" + top, baseUrl="file:/")
+    below = mirrored(trees, "run", fileOp={"directory": ""})
     work = worklist(incoming=[top_mkdir, below, top_removal])
 
-    copier.Copier(options).after_accept(work)
+    copier.Copier(trees).after_accept(work)
 
     assert work.incoming == [below]
     assert work.rejected == [top_mkdir, top_removal]

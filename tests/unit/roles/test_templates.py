@@ -442,8 +442,12 @@ def test_copy_conf(rendered, variant):
     assert one(pairs, "instances") == str(variables["mirror_copy_instances"])
     assert one(pairs, "retry_ttl") == variables["mirror_retry_ttl"]
     assert one(pairs, "flowcb_prepend") == "hpc_mirror_copier.Copier"
-    assert one(pairs, "accelThreshold") == "1M"
-    assert one(pairs, "accelCpCommand") == "/bin/cp %s %d"
+    # the copier writes every file itself: sr3's accelerator (a split command line) is never used
+    assert values(pairs, "accelThreshold") == [] and values(pairs, "accelCpCommand") == []
+    assert one(pairs, "hpcMirrorSourceUrl") == variables.get("mirror_source_url", "file:/")
+    assert one(pairs, "hpcMirrorKeepSetid") == "off"
+    assert one(pairs, "hpcMirrorFsync") == "off"
+    assert one(pairs, "integrity") == "none"
     assert one(pairs, "batch") == "20"
     assert one(pairs, "housekeeping") == "30"
     assert one(pairs, "sleep") == "0.01"
@@ -453,7 +457,8 @@ def test_copy_conf(rendered, variant):
     assert one(pairs, "post_broker") == URLS[variant]
     assert one(pairs, "post_exchange") == names["exchanges"]["output"]
     masks = [(key, value) for key, value in pairs if key in ("accept", "reject")]
-    assert masks == [("reject", pattern) for pattern in variables["mirror_reject"]] + [("accept", ".*")]
+    assert masks == [("reject", pattern) for pattern in variables["mirror_reject"]] + [
+        ("reject", r".*/\.hpc_mirror~[0-9a-f]+$"), ("accept", ".*")]
     if variables["mirror_hold"]:
         assert one(pairs, "runStateThreshold_lag") == "%ds" % (int(variables["mirror_hold"]) + 60)
     else:
@@ -506,7 +511,6 @@ def test_reference_profile(rendered):
         assert all(values(pairs, keyword) == [] for keyword in ours)
     pairs = settings(config_path(rendered, "reference", names["copier"]))
     assert one(pairs, "instances") == "10"
-    assert one(pairs, "accelThreshold") == "1M"
     assert values(pairs, "flowcb") == ["work.age"]
     assert all(values(pairs, keyword) == [] for keyword in ours)
     pairs = settings(config_path(rendered, "reference", names["tally"]))

@@ -1,0 +1,332 @@
+# -*- coding: utf-8 -*-
+# Copyright: sr3.hpc_mirror contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Whole-file copies (hpc_mirror_files) and the copier's download entry point, on real files.
+
+The copier is driven as sr3 drives it: real sarracenia options and messages,
+fields set by sr3's own updateFieldsAccepted, then after_accept, download and
+after_work.  A copier killed in the middle of a copy is a real process killed
+with SIGKILL.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+import types
+
+import pytest
+
+import sarracenia
+import sarracenia.config
+import sarracenia.flow
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+FILES = os.path.join(ROOT, "roles", "mirror", "files")
+sys.path.insert(0, FILES)
+
+import hpc_mirror_copier as copier  # noqa: E402
+import hpc_mirror_files as files  # noqa: E402
+
+NAMES = [b"plain.txt", "café.txt".encode(), "ünïcödé_日本.txt".encode(), "e\u0301".encode(), b"caf\xe9-latin1",
+         b"tab\there", b"new\nline", b"%#*?[\\'\" ", b"-dash", b".dot", "🙂".encode(), b"x" * 255,
+         b"big file.bin"]
+
+
+def leftovers(top):
+    return [os.path.join(d, n) for d, dirs, names in os.walk(top) for n in names + dirs
+            if n.startswith(".hpc_mirror~")]
+
+
+@pytest.fixture
+def trees(tmp_path):
+    source, destination = tmp_path / "src", tmp_path / "dst"
+    source.mkdir()
+    destination.mkdir()
+    return str(source), str(destination)
+
+
+# --------------------------------------------------------------------------
+# hpc_mirror_files
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES, ids=lambda n: n.decode("utf-8", "backslashreplace")[:20])
+def test_copy_any_name(trees, name):
+    source, destination = trees
+    path = os.path.join(os.fsencode(source), b"d", name)
+    os.makedirs(os.path.dirname(path))
+    with open(path, "wb") as handle:
+        handle.write(b"x" * 70000 + name)
+    os.chmod(path, 0o4751)
+    os.utime(path, ns=(1_000_000_123, 1_500_000_000_987_654_321))
+    entry = files.open_source(source, b"d/" + name)
+    try:
+        with files.Destination(destination, b"d") as target:
+            target.install_file(name, lambda fd: files.copy_data(entry.fd, fd), 0o751,
+                                (entry.st.st_atime_ns, entry.st.st_mtime_ns))
+    finally:
+        entry.close()
+    copy = os.path.join(os.fsencode(destination), b"d", name)
+    with open(copy, "rb") as handle:
+        assert handle.read() == b"x" * 70000 + name
+    st = os.lstat(copy)
+    assert stat.S_IMODE(st.st_mode) == 0o751
+    assert st.st_mtime_ns == 1_500_000_000_987_654_321
+    assert leftovers(destination) == []
+
+
+def test_a_link_is_read_not_followed(trees):
+    source, destination = trees
+    os.symlink("/etc/passwd", os.path.join(source, "link"))
+    entry = files.open_source(source, "link")
+    assert entry.kind == "link" and entry.target == b"/etc/passwd" and entry.fd is None
+    with open(os.path.join(destination, "link"), "w") as handle:
+        handle.write("a regular file the link replaces")
+    with files.Destination(destination, "") as target:
+        target.install_link("link", entry.target)
+    assert os.readlink(os.path.join(destination, "link")) == "/etc/passwd"
+    assert leftovers(destination) == []
+
+
+@pytest.mark.parametrize("relative", ["../x", "a/../../x", "./a", "", "/"])
+def test_not_plain_relative_paths_are_refused(relative):
+    with pytest.raises(files.Unsafe):
+        files.components(relative)
+
+
+def test_a_source_parent_that_is_a_link_is_refused(trees, tmp_path):
+    source, destination = trees
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "credentials.conf").write_text("password")
+    os.symlink(str(secret), os.path.join(source, "evil"))
+    with pytest.raises(files.Unsafe):
+        files.open_source(source, "evil/credentials.conf")
+
+
+def test_a_destination_parent_that_is_a_link_is_refused(trees, tmp_path):
+    source, destination = trees
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(str(outside), os.path.join(destination, "evil"))
+    with pytest.raises(files.Unsafe):
+        files.Destination(destination, "evil/deeper")
+    assert list(outside.iterdir()) == []
+
+
+def test_a_failed_copy_keeps_the_old_file(trees):
+    _, destination = trees
+    old = os.path.join(destination, "f")
+    with open(old, "w") as handle:
+        handle.write("old and good")
+
+    def failing(fd):
+        os.write(fd, b"half of the new")
+        raise OSError(28, "No space left on device")
+    with files.Destination(destination, "") as target:
+        with pytest.raises(OSError):
+            target.install_file("f", failing, 0o644, (0, 0))
+    with open(old) as handle:
+        assert handle.read() == "old and good"
+    assert leftovers(destination) == []
+
+
+KILLED_COPY = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, sys.argv[1])
+    import hpc_mirror_files as files
+    source, destination, marker = sys.argv[2:5]
+    def slow(fd):
+        with open(source, "rb") as handle:
+            while True:
+                block = handle.read(1 << 20)
+                if not block:
+                    return
+                files.write_all(fd, block)
+                open(marker, "w").close()
+                time.sleep(0.05)
+    def record(temporary):
+        with open(marker + ".inflight", "wb") as handle:
+            handle.write(temporary)
+    with files.Destination(destination, "") as target:
+        target.install_file("big file.bin", slow, 0o644, (0, 0), announce=record)
+""")
+
+
+def test_a_copier_killed_mid_copy_leaves_the_old_file(trees, tmp_path):
+    source, destination = trees
+    new = os.path.join(source, "big file.bin")
+    with open(new, "wb") as handle:
+        handle.write(os.urandom(1 << 20) * 64)
+    old = os.path.join(destination, "big file.bin")
+    with open(old, "wb") as handle:
+        handle.write(b"old" * 1000)
+    marker = str(tmp_path / "started")
+    child = subprocess.Popen([sys.executable, "-c", KILLED_COPY, FILES, new, destination, marker])
+    try:
+        deadline = time.time() + 60
+        while not os.path.exists(marker) and time.time() < deadline:
+            time.sleep(0.01)
+        assert os.path.exists(marker), "the copy never started"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    with open(old, "rb") as handle:
+        assert handle.read() == b"old" * 1000
+    left = leftovers(destination)
+    assert len(left) == 1
+    with open(marker + ".inflight", "rb") as handle:
+        assert files.remove_leftover(destination, handle.read())
+    assert leftovers(destination) == []
+
+
+def test_remove_leftover_touches_only_our_names(trees):
+    _, destination = trees
+    with open(os.path.join(destination, "precious"), "w"):
+        pass
+    with pytest.raises(files.Unsafe):
+        files.remove_leftover(destination, b"precious")
+    assert os.path.exists(os.path.join(destination, "precious"))
+    assert files.remove_leftover(destination, b"gone/.hpc_mirror~0123456789ab") is False
+
+
+# --------------------------------------------------------------------------
+# the copier, driven as sr3 drives it
+# --------------------------------------------------------------------------
+
+@pytest.fixture
+def running(trees, tmp_path, monkeypatch):
+    """A Copier with real sr3 options, and a function making accepted messages."""
+    source, destination = trees
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    options = sarracenia.config.default_config()
+    options.baseDir, options.directory, options.download = source, destination, True
+    options.hpcMirrorSourceUrl = "file:/"
+    state = tmp_path / "cache" / "sarra" / "copy"
+    state.mkdir(parents=True)
+    options.pid_filename = str(state / "sarra_copy_02.pid")
+    options.no = 2
+    flow = sarracenia.flow.Flow.__new__(sarracenia.flow.Flow)
+    flow.o = options
+    plugin = copier.Copier(options)
+    plugin.on_start()
+
+    def message(relative, **fields):
+        msg = sarracenia.Message()
+        rel = os.path.join(source, relative).lstrip("/")
+        msg.update({"baseUrl": "file:/", "relPath": rel})
+        msg.update(fields)
+        flow.updateFieldsAccepted(msg, "file:/" + rel, None, destination, None, True, 0, None, "/")
+        return msg
+    return types.SimpleNamespace(plugin=plugin, message=message, source=source, destination=destination,
+                                 state=state)
+
+
+def work(running, *messages):
+    """after_accept, then download for what is left, as sr3's do_download would."""
+    worklist = types.SimpleNamespace(incoming=list(messages), ok=[], failed=[], rejected=[])
+    running.plugin.after_accept(worklist)
+    for msg in worklist.incoming:
+        os.makedirs(msg["new_dir"], exist_ok=True)
+        (worklist.ok if running.plugin.download(msg) else worklist.failed).append(msg)
+    worklist.incoming = []
+    running.plugin.after_work(worklist)
+    return worklist
+
+
+def test_copier_copies_a_setuid_file_without_setuid(running):
+    path = os.path.join(running.source, "dir with space", "big file.bin")
+    os.makedirs(os.path.dirname(path))
+    with open(path, "wb") as handle:
+        handle.write(os.urandom(3 << 20))
+    os.chmod(path, 0o4755)
+    result = work(running, running.message("dir with space/big file.bin", mode="4755"))
+    assert len(result.ok) == 1, result
+    copy = os.path.join(running.destination, "dir with space", "big file.bin")
+    with open(path, "rb") as one, open(copy, "rb") as two:
+        assert one.read() == two.read()
+    assert stat.S_IMODE(os.lstat(copy).st_mode) == 0o755
+    assert os.lstat(copy).st_mtime_ns == os.lstat(path).st_mtime_ns
+    assert result.ok[0]["mode"] == "755"
+
+
+def test_copier_makes_a_link_of_a_link_posted_as_a_rename(running):
+    """A symbolic link in a moved directory is posted as a plain rename: it must stay a link."""
+    os.makedirs(os.path.join(running.source, "moved"))
+    os.symlink("../target.txt", os.path.join(running.source, "moved", "link"))
+    old = os.path.join(running.source, "old", "link")
+    result = work(running, running.message("moved/link", fileOp={"rename": old}, size=4096))
+    assert len(result.ok) == 1
+    assert os.readlink(os.path.join(running.destination, "moved", "link")) == "../target.txt"
+
+
+def test_copier_rejects_and_counts_hostile_messages(running, tmp_path):
+    secret = tmp_path / "home" / ".config" / "sr3"
+    secret.mkdir(parents=True)
+    (secret / "credentials.conf").write_text("amqp://ops:secret@broker/")
+    hostile = [
+        running.message("a/x", baseUrl="sftp://evil@elsewhere/"),
+        running.message("a/x", content={"encoding": "utf-8", "value": "pwned"}),
+        running.message("a/x", fileOp={"hlink": str(secret / "credentials.conf")}),
+    ]
+    outside = running.message("a/x")
+    outside["relPath"] = str(secret / "credentials.conf").lstrip("/")
+    hostile.append(outside)
+    result = work(running, *hostile)
+    assert result.ok == [] and len(result.rejected) == 4
+    assert os.listdir(running.destination) == []
+    running.plugin.on_housekeeping()
+    with open(running.state / "hpc_mirror_copier_02.json") as handle:
+        counts = json.load(handle)
+    assert counts["rejected"] == {"foreign_base_url": 1, "inline_content": 1, "path_outside_tree": 2}
+    assert counts["updated"] >= counts["since"]
+
+
+def test_copier_refuses_a_source_behind_a_link(running, tmp_path):
+    secret = tmp_path / "home"
+    secret.mkdir()
+    (secret / "id_rsa").write_text("private key")
+    os.symlink(str(secret), os.path.join(running.source, "evil"))
+    result = work(running, running.message("evil/id_rsa"))
+    assert result.ok == [] and result.failed == [] and len(result.rejected) == 1
+    assert not os.path.exists(os.path.join(running.destination, "evil", "id_rsa"))
+    assert running.plugin.rejected == {"symlinked_parent": 1}
+
+
+def test_copier_retries_a_file_written_while_it_is_copied(running, monkeypatch):
+    path = os.path.join(running.source, "growing")
+    with open(path, "wb") as handle:
+        handle.write(b"a" * 100000)
+    real_copy = files.copy_data
+
+    def copy_then_append(source_fd, target_fd):
+        count = real_copy(source_fd, target_fd)
+        with open(path, "ab") as handle:
+            handle.write(b"more")
+        return count
+    monkeypatch.setattr(files, "copy_data", copy_then_append)
+    result = work(running, running.message("growing"))
+    assert result.ok == [] and len(result.failed) == 1
+    assert not os.path.exists(os.path.join(running.destination, "growing"))
+    assert leftovers(running.destination) == []
+    monkeypatch.setattr(files, "copy_data", real_copy)
+    result = work(running, running.message("growing"))
+    assert len(result.ok) == 1
+
+
+def test_copier_removes_its_leftover_at_start(running):
+    os.makedirs(os.path.join(running.destination, "d"))
+    leftover = os.path.join(running.destination, "d", ".hpc_mirror~00112233aabb")
+    with open(leftover, "w") as handle:
+        handle.write("partial")
+    with open(running.state / "hpc_mirror_copier_02.inflight", "wb") as handle:
+        handle.write(b"d/.hpc_mirror~00112233aabb")
+    running.plugin.on_start()
+    assert not os.path.exists(leftover)
