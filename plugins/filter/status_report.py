@@ -15,6 +15,9 @@ description:
     the broker, judges them against the thresholds and formats one compact table.
   - A queue is judged once, however many hosts consume from it; a daemon config of a flow
     that is on no host is a problem.
+  - Messages the copiers rejected are no problem of the flow's health but are never silent:
+    each non-zero count, per config, host and reason, is a warning line after the table, and
+    the counts are summed per config and reason over the hosts.
 positional: queue_results, flows, limits, names
 options:
   _input:
@@ -35,7 +38,8 @@ options:
     elements: dict
     default: []
   limits:
-    description: Thresholds C(max_lag), C(max_retry), C(max_queue), C(max_metrics_age); null skips one.
+    description: Thresholds C(max_lag), C(max_retry), C(max_queue), C(max_metrics_age), C(max_retry_age);
+      null skips one.
     type: dict
     default: {}
   names:
@@ -52,14 +56,32 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: C(lines) (the table), C(text) (the table and the problems as one text), C(problems)
-    (sentences), C(healthy), C(rows) (the joined rows).
+  description: C(lines) (the table), C(text) (the table, the warnings and the problems as one text),
+    C(problems) (sentences), C(healthy), C(warnings) (sentences about rejected messages),
+    C(rejected) (per direction and config, C(rejected) per reason, C(rejected_total),
+    C(unsafe_names), summed over the hosts), C(rows) (the joined rows).
   type: dict
 """
 
 from ansible_collections.sr3.hpc_mirror.plugins.module_utils.sr3_metrics import (
-    LIMITS, problems, queue_problems, table_lines,
+    LIMITS, problems, queue_problems, rejection_warnings, table_lines,
 )
+
+
+def rejected_per_config(rows):
+    """Rejection counts of the copiers summed over the hosts, per direction and config."""
+    summed = {}
+    for row in rows:
+        if row.get('rejected') is None and not row.get('unsafe_names'):
+            continue
+        key = (row.get('direction'), row['config'])
+        entry = summed.setdefault(key, {'direction': key[0], 'config': key[1], 'rejected': {},
+                                        'rejected_total': 0, 'unsafe_names': 0})
+        for reason, count in (row.get('rejected') or {}).items():
+            entry['rejected'][reason] = entry['rejected'].get(reason, 0) + count
+            entry['rejected_total'] += count
+        entry['unsafe_names'] += row.get('unsafe_names') or 0
+    return [summed[k] for k in sorted(summed, key=lambda k: (k[0] or '', k[1]))]
 
 
 def status_report(rows, queue_results=None, flows=None, limits=None, names=None):
@@ -99,9 +121,14 @@ def status_report(rows, queue_results=None, flows=None, limits=None, names=None)
                        and r.get('assigned', True) for r in shown):
                 missing.append('%s (%s): its config is on no host; deploy the flow' % (config, flow.get('direction')))
     every = missing + row_found + found
+    notes = []
+    for row in shown:
+        notes.extend(rejection_warnings(row))
     lines = table_lines(shown)
-    text = '\n'.join(lines + ([''] if every else []) + ['PROBLEM: ' + p for p in every])
-    return {'lines': lines, 'text': text, 'problems': every, 'healthy': not every, 'rows': shown}
+    text = '\n'.join(lines + ([''] if every or notes else []) + ['WARNING: ' + n for n in notes]
+                     + ['PROBLEM: ' + p for p in every])
+    return {'lines': lines, 'text': text, 'problems': every, 'healthy': not every, 'warnings': notes,
+            'rejected': rejected_per_config(shown), 'rows': shown}
 
 
 class FilterModule(object):

@@ -20,6 +20,11 @@ instance from a live one. The sections used here:
 * ``retry``: ``msgs_in_download_retry`` and ``msgs_in_post_retry`` now;
 * ``hpc_mirror_tally`` (the collection's tally callback): files and bytes
   delivered in the current interval, ``last_copy`` (epoch).
+
+Besides the metrics, two kinds of files of the instances' state directories
+(paths in sr3_state): the head of sr3's retry queues, for the age and path of
+the oldest message waiting there (the metrics only count them), and the
+counters of messages the collection's copier callback rejected.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -33,7 +38,12 @@ import time
 TALLY_KEY = 'hpc_mirror_tally'
 
 # problem kinds, also the keys of the thresholds
-LIMITS = ('max_lag', 'max_retry', 'max_queue', 'max_metrics_age')
+LIMITS = ('max_lag', 'max_retry', 'max_queue', 'max_metrics_age', 'max_retry_age')
+
+# How much of a retry queue file is read: the oldest messages are at its head
+# (sr3 appends failures at the end and keeps the order at housekeeping), and
+# a queue can hold millions of lines.
+RETRY_HEAD_BYTES = 256 * 1024
 
 
 def sr3_time(text):
@@ -118,6 +128,132 @@ def summarize(instances, now):
     }
 
 
+def printable(text):
+    """A path from a message, safe to return as JSON text.
+
+    Names that are not UTF-8 reach sr3 as surrogate escapes (os.fsdecode);
+    their bytes are shown as ``\\xNN`` instead of failing the result.
+    """
+    if not isinstance(text, str):
+        return None if text is None else str(text)
+    shown = []
+    for char in text:
+        code = ord(char)
+        if 0xdc80 <= code <= 0xdcff:
+            shown.append('\\x%02x' % (code - 0xdc00))
+        elif 0xd800 <= code <= 0xdfff:
+            shown.append('\\u%04x' % code)
+        else:
+            shown.append(char)
+    return ''.join(shown)
+
+
+def retry_queue_head(path, max_bytes=RETRY_HEAD_BYTES):
+    """The messages (dicts) on the first lines of one sr3 retry queue file.
+
+    Reads at most ``max_bytes``: a cut last line, a line sr3 is still
+    appending, or a corrupt one is skipped, as sr3 skips it. [] when the file
+    is gone (consumed or moved at housekeeping meanwhile).
+    """
+    try:
+        with open(path, 'rb') as handle:
+            data = handle.read(max_bytes)
+    except (IOError, OSError):
+        return []
+    lines = data.split(b'\n')
+    if not data.endswith(b'\n'):
+        lines.pop()  # incomplete
+    messages = []
+    for line in lines:
+        try:
+            message = json.loads(line.decode('utf-8'))
+        except ValueError:
+            continue
+        if isinstance(message, dict):
+            messages.append(message)
+    return messages
+
+
+def oldest_retry(files, now, max_bytes=RETRY_HEAD_BYTES):
+    """Per kind (``download``, ``post``) the oldest message waiting for retry, or None.
+
+    ``files`` is [(kind, instance, path)] (sr3_state.retry_queue_files). The
+    age counts from the message's ``pubTime`` (when the event was first
+    posted); ``tries`` is sr3's ``_isRetry`` count.
+    """
+    oldest = {'download': None, 'post': None}
+    for kind, instance, path in files:
+        for message in retry_queue_head(path, max_bytes):
+            stamp = sr3_time(message.get('pubTime'))
+            if stamp is None:
+                continue
+            best = oldest.get(kind)
+            if best is not None and best['pub_time'] <= stamp:
+                continue
+            tries = message.get('_isRetry')
+            oldest[kind] = {
+                'age': round(max(0.0, now - stamp), 1),
+                'pub_time': stamp,
+                'path': printable(message.get('relPath')),
+                'instance': instance,
+                'tries': tries if isinstance(tries, int) and not isinstance(tries, bool) else None,
+                'file': os.path.basename(path),
+            }
+    return oldest
+
+
+def _count(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def read_counters(path):
+    """One copier counter file as {rejected, unsafe_names, since, updated}; None if unreadable.
+
+    The format (written by roles/mirror/files/hpc_mirror_copier.py):
+    ``{"rejected": {"<reason>": <count>, ...}, "unsafe_names": <count>,
+    "since": <epoch>, "updated": <epoch>}``. Counts that are not
+    non-negative integers are left out.
+    """
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except (IOError, OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get('rejected', {}), dict):
+        return None
+    rejected = dict((str(k), _count(v)) for k, v in data.get('rejected', {}).items())
+    return {
+        'rejected': dict((k, v) for k, v in rejected.items() if v is not None),
+        'unsafe_names': _count(data.get('unsafe_names')) or 0,
+        'since': _number(data, 'since') or None,
+        'updated': _number(data, 'updated') or None,
+    }
+
+
+def sum_counters(counters):
+    """Sum of the counter files of one config's instances (read_counters results).
+
+    All None when there is no file (a config whose copier never wrote one).
+    """
+    counters = [c for c in counters if c]
+    if not counters:
+        return {'rejected': None, 'rejected_total': None, 'unsafe_names': None,
+                'counters_since': None, 'counters_updated': None}
+    rejected = {}
+    for counter in counters:
+        for reason, count in counter['rejected'].items():
+            rejected[reason] = rejected.get(reason, 0) + count
+    since = [c['since'] for c in counters if c['since']]
+    updated = [c['updated'] for c in counters if c['updated']]
+    return {
+        'rejected': rejected,
+        'rejected_total': sum(rejected.values()),
+        'unsafe_names': sum(c['unsafe_names'] for c in counters),
+        'counters_since': min(since) if since else None,
+        'counters_updated': max(updated) if updated else None,
+    }
+
+
 def run_label(present, expected, running):
     """State label of one config on one host."""
     if not present:
@@ -131,13 +267,16 @@ def run_label(present, expected, running):
     return 'running' if running == expected else 'excess'
 
 
-def config_status(name, present, expected, live, pid_mtimes, metrics, now):
+def config_status(name, present, expected, live, pid_mtimes, metrics, now,
+                  retry_oldest=None, counters=None):
     """One status row for a config on this host.
 
     ``live`` {instance: pid} running now; ``pid_mtimes`` {instance: mtime of
     its pid file} (when it started); ``metrics`` {instance: (data, mtime)}.
     The metrics age of a running instance counts from its start when its
     metrics file is older (left from a previous run) or missing.
+    ``retry_oldest`` is what oldest_retry found in its retry queues,
+    ``counters`` the read_counters results of its copier instances.
     """
     running = len(live)
     ages = {}
@@ -168,6 +307,10 @@ def config_status(name, present, expected, live, pid_mtimes, metrics, now):
             row[key] = round(row[key], 2)
     row['queue'] = None
     row['queue_depth'] = None
+    row['retry_oldest'] = dict(retry_oldest or {'download': None, 'post': None})
+    ages = [i['age'] for i in row['retry_oldest'].values() if i]
+    row['retry_oldest_age'] = max(ages) if ages else None
+    row.update(sum_counters(counters or []))
     return row
 
 
@@ -206,6 +349,17 @@ def problems(row, limits, names=None):
     if limit is not None and row.get('queue_depth') is not None and row['queue_depth'] > limit:
         found.append('%s: %d messages queued in %s, over %s=%g'
                      % (where, row['queue_depth'], row['queue'], names['max_queue'], limit))
+    limit = _limit(limits, 'max_retry_age')
+    for kind in ('download', 'post'):
+        oldest = (row.get('retry_oldest') or {}).get(kind)
+        if limit is None or not oldest or oldest['age'] <= limit:
+            continue
+        found.append('%s: %s waited for retry for %s (over %s=%g s), the oldest: %s (%s, %s)'
+                     % (where, 'a copy has' if kind == 'download' else 'posts keep failing: a post has',
+                        human_seconds(oldest['age']), names['max_retry_age'], limit,
+                        oldest['path'] if oldest['path'] is not None else '(no relPath)',
+                        'instance %02d' % oldest['instance'],
+                        'sr3 retry count %s' % (oldest['tries'] if oldest['tries'] is not None else '-')))
     limit = _limit(limits, 'max_metrics_age')
     if limit is not None:
         stale = sorted(i for i, age in row.get('instance_metrics_age', {}).items() if age > limit)
@@ -214,6 +368,20 @@ def problems(row, limits, names=None):
                          % (where, ', '.join('%02d' % int(i) for i in stale),
                             ', '.join('%.0f' % row['instance_metrics_age'][i] for i in stale),
                             names['max_metrics_age'], limit))
+    return found
+
+
+def rejection_warnings(row):
+    """Sentences about messages the copier rejected; not health problems, but never silent."""
+    where = row['config'] + (' on %s' % row['host'] if row.get('host') else '')
+    since = row.get('counters_since')
+    when = ' since %s' % time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(since)) if since else ''
+    found = ['%s: %d message%s rejected: %s%s (see the copier log)'
+             % (where, count, '' if count == 1 else 's', reason, when)
+             for reason, count in sorted((row.get('rejected') or {}).items()) if count]
+    if row.get('unsafe_names'):
+        found.append('%s: %d name%s could not be carried (unsafe_names)%s (see the copier log)'
+                     % (where, row['unsafe_names'], '' if row['unsafe_names'] == 1 else 's', when))
     return found
 
 
@@ -259,8 +427,8 @@ def human_seconds(value):
     return '%.0fd' % (value / 86400.0)
 
 
-TABLE_COLUMNS = ('direction', 'host', 'config', 'state', 'inst', 'queue', 'retry',
-                 'lag mean/max', 'copied', 'last copy', 'metrics')
+TABLE_COLUMNS = ('direction', 'host', 'config', 'state', 'inst', 'queue', 'retry', 'oldest retry',
+                 'lag mean/max', 'copied', 'last copy', 'metrics', 'rejected')
 
 
 def table_lines(rows):
@@ -276,8 +444,9 @@ def table_lines(rows):
         cells.append((
             row.get('direction') or '-', row.get('host') or '-', row['config'], row['state'],
             '%d/%d' % (row['running'], row['expected']),
-            show(row.get('queue_depth')), show(row.get('retry')), lag, copied,
-            human_seconds(row.get('last_copy_age')), human_seconds(row.get('metrics_age')),
+            show(row.get('queue_depth')), show(row.get('retry')), human_seconds(row.get('retry_oldest_age')),
+            lag, copied, human_seconds(row.get('last_copy_age')), human_seconds(row.get('metrics_age')),
+            show(row.get('rejected_total')),
         ))
     widths = [max(len(str(line[i])) for line in cells) for i in range(len(TABLE_COLUMNS))]
     return ['  '.join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells]

@@ -15,6 +15,9 @@ Layout mirrored from sarracenia 3.x (config/__init__.py, sr.py, instance.py):
 * state:   <cache_dir>[/<hostdir>]/<component>/<config>/  (cache_dir = ~/.cache/sr3)
 * pid:     <state>/<component>_<config>_NN.pid  (sr3c components: iNN.pid)
 * log:     <cache_dir>[/<hostdir>]/log/<component>_<config>_NN.log
+* retry:   <state>/diskqueue_work_retry_NN[.new|.hk] (failed downloads) and
+           <state>/diskqueue_post_retry_NNN[.new|.hk] (failed posts)
+* the collection's copier counters: <state>/hpc_mirror_copier_NN.json
 
 ``<hostdir>`` is only present with ``statehost true`` and is
 ``socket.getfqdn().split('.')[0]``.
@@ -448,6 +451,51 @@ def metrics_leftovers(cache_dir, component, config, hostdir=None):
     return sorted(os.path.join(directory, n) for n in names
                   if n.startswith(prefix) and n[len(prefix):len(prefix) + 2].isdigit()
                   and n[len(prefix) + 2:len(prefix) + 7] == '.json')
+
+
+# sr3 3.3.1 keeps each instance's retry queues in its state directory
+# (sarracenia/flowcb/retry.py, diskqueue.py): failed messages are appended to
+# ``<queue>.new``; at housekeeping the rest of ``<queue>`` and ``<queue>.new``
+# are copied to ``<queue>.hk``, which is renamed to ``<queue>``. Downloads use
+# two digits for the instance, posts three.
+_RETRY_RE = re.compile(r'^diskqueue_(work|post)_retry_(\d+)(?:\.new|\.hk)?$')
+RETRY_KINDS = {'work': 'download', 'post': 'post'}
+# Written by the collection's copier callback (temp file + rename), per instance.
+_COUNTERS_RE = re.compile(r'^hpc_mirror_copier_(\d{2})\.json$')
+
+
+def _listdir(directory):
+    try:
+        return sorted(os.listdir(directory))
+    except OSError:
+        return []
+
+
+def retry_queue_files(directories):
+    """[(kind, instance, path)] of the retry queue files in state directories.
+
+    ``kind`` is ``download`` or ``post``; files of every instance are listed,
+    also of instances that no longer run (their messages wait all the same).
+    """
+    found = []
+    for directory in directories:
+        for name in _listdir(directory):
+            match = _RETRY_RE.match(name)
+            if match:
+                found.append((RETRY_KINDS[match.group(1)], int(match.group(2)),
+                              os.path.join(directory, name)))
+    return found
+
+
+def copier_counter_files(directories):
+    """[(instance, path)] of the copier callback's counter files in state directories."""
+    found = []
+    for directory in directories:
+        for name in _listdir(directory):
+            match = _COUNTERS_RE.match(name)
+            if match:
+                found.append((int(match.group(1)), os.path.join(directory, name)))
+    return found
 
 
 # --------------------------------------------------------------------------

@@ -25,6 +25,15 @@ description:
     (C(~/.cache/sr3/metrics/), with C(statehost) C(~/.cache/sr3/<host>/metrics/)),
     of running instances only. The collection's tally callback puts the files
     and bytes delivered into the tally's metrics.
+  - Messages waiting for retry are counted by sr3's metrics; the oldest
+    one of each retry queue (failed downloads, failed posts) is read from the
+    head of sr3's queue files in the instances' state directories (at most
+    256 KiB of each, however long the queue), for its age (since its
+    C(pubTime)) and path (C(relPath)).
+  - Messages the collection's copier callback rejected are read from its
+    per instance counter files (C(hpc_mirror_copier_NN.json) in the state
+    directory) and summed per configuration. They are no health problem of
+    the flow, but each non-zero count is a warning and in RV(rejections).
   - With thresholds set, RV(problems) lists each one crossed, one sentence
     each. The module itself never fails on them; playbooks decide.
   - Never changes anything.
@@ -102,6 +111,12 @@ options:
   max_queue:
     description: Messages in a queue above which it is a problem.
     type: int
+  max_retry_age:
+    description:
+      - Seconds a message may wait in a retry queue (counted from its
+        C(pubTime)) before the configuration is a problem, which names its
+        path: a copy that keeps failing, or posts that keep failing.
+    type: float
   max_metrics_age:
     description:
       - Seconds without a metrics write after which a running instance is a
@@ -118,7 +133,7 @@ options:
   limit_names:
     description:
       - Names to give the thresholds in problem messages (keys C(max_lag),
-        C(max_retry), C(max_queue), C(max_metrics_age)), for example the
+        C(max_retry), C(max_queue), C(max_metrics_age), C(max_retry_age)), for example the
         playbook variables they come from.
     type: dict
     default: {}
@@ -139,6 +154,7 @@ EXAMPLES = r'''
     max_lag: 300
     max_retry: 100
     max_metrics_age: 120
+    max_retry_age: 900
   register: flow_status
 
 - name: Depth of the flow's queues, asked on the broker host
@@ -167,6 +183,16 @@ configs:
       expected: 2
       missing: [2]
       retry: 1
+      retry_oldest:
+        download: {age: 1020.4, pub_time: 1795487098.2, path: var/tmp/primary/run42/out.nc,
+                   instance: 1, tries: 9, file: diskqueue_work_retry_01}
+        post:
+      retry_oldest_age: 1020.4
+      rejected: {foreign_base_url: 2}
+      rejected_total: 2
+      unsafe_names: 0
+      counters_since: 1795480000.0
+      counters_updated: 1795488110.5
       lag_mean: 11.22
       lag_max: 11.28
       files: 34
@@ -201,6 +227,35 @@ configs:
     retry:
       description: Messages waiting for retry (download and post) in the running instances.
       type: int
+    retry_oldest:
+      description:
+        - Per retry queue (C(download), C(post)) the oldest message found at the heads of
+          the queue files of every instance, running or not, or null when none.
+        - C(age) seconds since its C(pubTime), C(pub_time) (epoch), C(path) its C(relPath)
+          (bytes that are not UTF-8 as C(\\xNN)), C(instance), C(tries) (sr3's C(_isRetry)),
+          C(file) (the queue file).
+      type: dict
+    retry_oldest_age:
+      description: The larger age of the two, null when no message waits.
+      type: float
+    rejected:
+      description:
+        - Messages the copier callback rejected, per reason (for example
+          C(foreign_base_url), C(path_outside_tree)), summed over the instances' counter
+          files; null when the configuration has none (not a copier).
+      type: dict
+    rejected_total:
+      description: Their sum; null without counter files.
+      type: int
+    unsafe_names:
+      description: Names the copier callback could not carry, summed; null without counter files.
+      type: int
+    counters_since:
+      description: Earliest C(since) of the counter files (epoch), the start of the counts.
+      type: float
+    counters_updated:
+      description: Latest C(updated) of the counter files (epoch).
+      type: float
     lag_mean:
       description: Mean lag (seconds from publication to acceptance) in the current interval.
       type: float
@@ -242,6 +297,11 @@ problems:
   returned: always
   type: list
   elements: str
+rejections:
+  description: One sentence per configuration and reason of rejected messages (also given as warnings).
+  returned: always
+  type: list
+  elements: str
 healthy:
   description: Whether RV(problems) is empty.
   returned: always
@@ -268,11 +328,12 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.six.moves.urllib.parse import quote
 from ansible.module_utils.urls import open_url
 from ansible_collections.sr3.hpc_mirror.plugins.module_utils.sr3_metrics import (
-    LIMITS, config_status, problems, queue_info, queue_problems, read_metrics,
+    LIMITS, config_status, oldest_retry, problems, queue_info, queue_problems, read_counters,
+    read_metrics, rejection_warnings,
 )
 from ansible_collections.sr3.hpc_mirror.plugins.module_utils.sr3_state import (
-    default_user_dirs, describe_configs, home_dir, instance_from_pidfile, live_in_dirs,
-    metrics_files, parse_config_name, probe_sarracenia, run_command,
+    copier_counter_files, default_user_dirs, describe_configs, home_dir, instance_from_pidfile,
+    live_in_dirs, metrics_files, parse_config_name, probe_sarracenia, retry_queue_files, run_command,
 )
 
 
@@ -327,8 +388,16 @@ def config_rows(module, refs, now):
                                                 info['config'], hostdir).items():
                 metrics.setdefault(instance, read_metrics(path))
         assigned = p['assigned'] is None or name in p['assigned']
+        counters = []
+        for instance, path in copier_counter_files(info['pid_dirs']):
+            counter = read_counters(path)
+            if counter is None:
+                module.warn('%s: copier counters %s unreadable, left out' % (name, path))
+            counters.append(counter)
         rows[name] = config_status(name, info['exists'], info['expected'] if assigned else 0,
-                                   live_in_dirs(info), pid_mtimes(info['pid_dirs']), metrics, now)
+                                   live_in_dirs(info), pid_mtimes(info['pid_dirs']), metrics, now,
+                                   retry_oldest=oldest_retry(retry_queue_files(info['pid_dirs']), now),
+                                   counters=counters)
         rows[name]['assigned'] = assigned
     return rows
 
@@ -371,6 +440,7 @@ def main():
             max_retry=dict(type='int'),
             max_queue=dict(type='int'),
             max_metrics_age=dict(type='float'),
+            max_retry_age=dict(type='float'),
             limit_names=dict(type='dict', default={}),
             labels=dict(type='dict', default={}),
         ),
@@ -399,10 +469,15 @@ def main():
         if queue in covered and queues[queue]['exists']:
             continue  # already judged in its config's row
         found.extend(queue_problems(queue, queues[queue], limits, names))
+    notes = []
+    for name in [r[0] for r in refs]:
+        notes.extend(rejection_warnings(rows[name]))
+    for note in notes:
+        module.warn(note)
     for row in rows.values():
         row.update(p['labels'])
     module.exit_json(changed=False, configs=rows, queues=queues, problems=found,
-                     healthy=not found, host=socket.gethostname(), now=now,
+                     healthy=not found, rejections=notes, host=socket.gethostname(), now=now,
                      queue_configs=p['queues'], labels=p['labels'])
 
 

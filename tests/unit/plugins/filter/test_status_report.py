@@ -87,3 +87,47 @@ def test_configs_a_host_only_sees_through_a_shared_home():
     report = status_report(rows, queues(q_copy=0, q_tally=0, q_w=0), FLOWS, LIMITS, NAMES)
     assert 'winnow/m_00 on n2: 1 instances running, 0 expected (this host is not meant to run it)' \
         in report['problems']
+
+
+STUCK = {'download': {'age': 1200.0, 'pub_time': 1.0, 'path': 'var/primary/never.txt', 'instance': 2,
+                      'tries': 9, 'file': 'diskqueue_work_retry_02'}, 'post': None}
+
+
+def test_stuck_work_fails_naming_config_host_age_and_path():
+    rows = [row(COPY, 'n1', 2, 2), row(COPY, 'n2', 2, 2, retry=1, retry_oldest=STUCK, retry_oldest_age=1200.0)] \
+        + HEALTHY[2:]
+    report = status_report(rows, queues(q_copy=0, q_tally=0, q_w=0), FLOWS, dict(LIMITS, max_retry_age=900),
+                           {'max_retry_age': 'status_max_retry_age'})
+    assert report['problems'] == [
+        'sarra/m_copy on n2: a copy has waited for retry for 20m (over status_max_retry_age=900 s), '
+        'the oldest: var/primary/never.txt (instance 02, sr3 retry count 9)']
+    assert report['healthy'] is False
+    assert '20m' in [line for line in report['lines'] if ' n2 ' in line][0]
+    report = status_report(rows, queues(q_copy=0, q_tally=0, q_w=0), FLOWS, dict(LIMITS, max_retry_age=1800))
+    assert report['healthy'] is True
+
+
+def test_rejections_are_warnings_summed_per_config():
+    rows = [row(COPY, 'n1', 2, 2, rejected={'foreign_base_url': 2, 'tree_top': 0}, unsafe_names=0,
+                rejected_total=2, counters_since=1796630400.25),
+            row(COPY, 'n2', 2, 2, rejected={'foreign_base_url': 1, 'path_outside_tree': 3}, unsafe_names=1,
+                rejected_total=4, counters_since=None)] + HEALTHY[2:]
+    report = status_report(rows, queues(q_copy=0, q_tally=0, q_w=0), FLOWS, LIMITS, NAMES)
+    assert report['healthy'] is True and report['problems'] == []
+    assert report['warnings'] == [
+        'sarra/m_copy on n1: 2 messages rejected: foreign_base_url since 2026-12-07 08:00:00 UTC (see the copier log)',
+        'sarra/m_copy on n2: 1 message rejected: foreign_base_url (see the copier log)',
+        'sarra/m_copy on n2: 3 messages rejected: path_outside_tree (see the copier log)',
+        'sarra/m_copy on n2: 1 name could not be carried (unsafe_names) (see the copier log)']
+    assert report['rejected'] == [{'direction': D, 'config': COPY, 'rejected_total': 6, 'unsafe_names': 1,
+                                   'rejected': {'foreign_base_url': 3, 'tree_top': 0, 'path_outside_tree': 3}}]
+    text = report['text'].splitlines()
+    assert text[:len(report['lines'])] == report['lines']
+    assert text[len(report['lines']) + 1:] == ['WARNING: ' + w for w in report['warnings']]
+    # the table's last column is the total per row
+    assert [line.split()[-1] for line in report['lines'] if COPY in line] == ['2', '4']
+    # with a problem too, the problems come last
+    report = status_report(rows[:1] + [row(COPY, 'n2', 1, 2)] + HEALTHY[2:],
+                           queues(q_copy=0, q_tally=0, q_w=0), FLOWS, LIMITS, NAMES)
+    assert report['text'].splitlines()[-2].startswith('WARNING: ')
+    assert report['text'].splitlines()[-1].startswith('PROBLEM: sarra/m_copy on n2: 1 of 2')

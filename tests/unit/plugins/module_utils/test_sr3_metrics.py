@@ -17,6 +17,7 @@ __metaclass__ = type
 
 import json
 import os
+import time
 
 import pytest
 
@@ -275,3 +276,187 @@ def test_metrics_paths_are_those_sarracenia_writes(tmp_path, monkeypatch, hostdi
             handle.write('{}')
     assert sr3_state.metrics_files(cache, 'sarra', FLOW + '_copy', hostdir) == {2: theirs}
     assert sr3_state.metrics_leftovers(cache, 'sarra', FLOW + '_copy', hostdir) == [theirs, theirs + '.20261124']
+
+
+# --------------------------------------------------------------------------
+# retry queues: the oldest message, read from the head of sr3's queue files
+# --------------------------------------------------------------------------
+
+def queue_line(pub_time, rel_path, tries=1):
+    """One line as sr3 3.3.1's DiskQueue writes it (jsonpickle of a sarracenia.Message)."""
+    return json.dumps({'py/object': 'sarracenia.Message', '_format': 'v03',
+                       '_deleteOnPost': {'py/set': ['_isRetry', 'new_dir', 'new_file']},
+                       'pubTime': pub_time, 'baseUrl': 'file:/', 'relPath': rel_path,
+                       'new_dir': '/s', 'new_file': os.path.basename(rel_path), '_isRetry': tries,
+                       '__dict__': {}}) + '\n'
+
+
+def write_queue(path, lines):
+    with open(str(path), 'w') as handle:
+        handle.writelines(lines)
+    return str(path)
+
+
+def test_oldest_retry_per_kind_across_instances_and_files(tmp_path):
+    now = m.sr3_time('20261207T151000')
+    files = [
+        ('download', 1, write_queue(tmp_path / 'diskqueue_work_retry_01', [
+            queue_line('20261207T145000.5', 'p/a.txt', 3), queue_line('20261207T145500', 'p/b.txt')])),
+        # a newer failure in the .new file, and an older one of instance 02
+        ('download', 1, write_queue(tmp_path / 'diskqueue_work_retry_01.new', [
+            queue_line('20261207T150900', 'p/c.txt')])),
+        ('download', 2, write_queue(tmp_path / 'diskqueue_work_retry_02.new', [
+            queue_line('20261207T144000', 'p/d\u00e9j\u00e0.txt', 5)])),
+        ('post', 1, write_queue(tmp_path / 'diskqueue_post_retry_001.new', [
+            queue_line('20261207T150500', 'p/caf\u00e9.txt')])),
+    ]
+    oldest = m.oldest_retry(files, now)
+    assert oldest['download'] == {'age': 1800.0, 'pub_time': now - 1800, 'path': 'p/d\u00e9j\u00e0.txt',
+                                  'instance': 2, 'tries': 5, 'file': 'diskqueue_work_retry_02.new'}
+    assert (oldest['post']['age'], oldest['post']['path'], oldest['post']['instance']) == (
+        300.0, 'p/caf\u00e9.txt', 1)
+    assert m.oldest_retry([], now) == {'download': None, 'post': None}
+    # a queue consumed (and removed by sr3) meanwhile is simply empty
+    assert m.oldest_retry([('post', 1, str(tmp_path / 'gone'))], now) == {'download': None, 'post': None}
+
+
+def test_retry_queue_head_skips_what_sr3_skips(tmp_path):
+    path = write_queue(tmp_path / 'q', [
+        'not json\n', '[1, 2]\n', queue_line('20261207T145000', 'p/ok.txt'),
+        queue_line('20261207T140000', 'p/being_appended.txt')[:40]])  # no newline yet
+    assert [x['relPath'] for x in m.retry_queue_head(path)] == ['p/ok.txt']
+    # messages without a usable pubTime have no age
+    write_queue(tmp_path / 'r', [queue_line('garbage', 'p/x'), queue_line('20261207T145000', 'p/y')])
+    assert m.oldest_retry([('download', 1, str(tmp_path / 'r'))], m.sr3_time('20261207T150000'))[
+        'download']['path'] == 'p/y'
+
+
+def test_a_huge_retry_queue_is_read_only_at_its_head(tmp_path):
+    """A queue of 100 000 lines (30 MB); then grown (sparse) to 8 GiB, the
+    size of tens of millions of lines: only RETRY_HEAD_BYTES are read."""
+    line = queue_line('20261207T150000', 'p/later.txt')
+    path = str(tmp_path / 'diskqueue_work_retry_01')
+    with open(path, 'w') as handle:
+        handle.write(queue_line('20261207T120000', 'p/first.txt', 40))
+        handle.write(line * 100000)
+    assert os.path.getsize(path) > 100 * m.RETRY_HEAD_BYTES
+    for size in (None, 8 << 30):
+        if size:
+            os.truncate(path, size)
+        started = time.time()
+        oldest = m.oldest_retry([('download', 1, path)], m.sr3_time('20261207T151000'))['download']
+        assert time.time() - started < 1.0
+        assert (oldest['path'], oldest['age'], oldest['tries']) == ('p/first.txt', 11400.0, 40)
+        assert len(m.retry_queue_head(path)) < m.RETRY_HEAD_BYTES // len(line) + 2
+
+
+@pytest.mark.parametrize('text, shown', [
+    ('p/caf\u00e9.txt', 'p/caf\u00e9.txt'),
+    # a Latin-1 name as os.fsdecode gives it (surrogate escapes)
+    (b'p/caf\xe9.txt'.decode('utf-8', 'surrogateescape'), 'p/caf\\xe9.txt'),
+    ('p/\ud800x', 'p/\\ud800x'),
+    (None, None),
+])
+def test_printable_paths(text, shown):
+    assert m.printable(text) == shown
+    if shown is not None:
+        json.dumps(shown).encode('utf-8')
+
+
+def test_the_oldest_retry_is_in_the_row_and_judged():
+    now = 2000.0
+    retry = {'download': {'age': 1000.0, 'pub_time': 1000.0, 'path': 'p/never.txt', 'instance': 1,
+                          'tries': 7, 'file': 'diskqueue_work_retry_01'},
+             'post': {'age': 30.0, 'pub_time': 1970.0, 'path': 'p/caf\u00e9.txt', 'instance': 1,
+                      'tries': 1, 'file': 'diskqueue_post_retry_001.new'}}
+    row = m.config_status(COPY, True, 1, {1: 11}, {1: 0.0}, {}, now, retry_oldest=retry)
+    row['host'] = 'hpc2n1'
+    assert row['retry_oldest_age'] == 1000.0
+    limits = dict(LIMITS, max_retry=None, max_metrics_age=None, max_retry_age=900)
+    assert m.problems(row, limits, dict(NAMES, max_retry_age='status_max_retry_age')) == [
+        'sarra/%s_copy on hpc2n1: a copy has waited for retry for 17m (over status_max_retry_age=900 s),'
+        ' the oldest: p/never.txt (instance 01, sr3 retry count 7)' % FLOW]
+    limits['max_retry_age'] = 20
+    found = m.problems(row, limits)
+    assert len(found) == 2
+    assert found[1] == ('sarra/%s_copy on hpc2n1: posts keep failing: a post has waited for retry for 30.0s'
+                        ' (over max_retry_age=20 s), the oldest: p/caf\u00e9.txt (instance 01, sr3 retry count 1)'
+                        % FLOW)
+    limits['max_retry_age'] = None
+    assert m.problems(row, limits) == []
+    # nothing waiting: nothing to judge, and the table shows '-'
+    row = m.config_status(COPY, True, 1, {1: 11}, {1: 0.0}, {}, now)
+    assert row['retry_oldest'] == {'download': None, 'post': None} and row['retry_oldest_age'] is None
+    assert m.problems(row, {'max_retry_age': 0}) == []
+
+
+# --------------------------------------------------------------------------
+# the copier's rejection counters
+# --------------------------------------------------------------------------
+
+COUNTERS = os.path.join(FIXTURES, '..', 'copier_counters')
+
+
+def counter_paths():
+    return [os.path.join(COUNTERS, 'hpc_mirror_copier_%02d.json' % i) for i in (1, 2)]
+
+
+def test_read_counters_fixture():
+    first = m.read_counters(counter_paths()[0])
+    assert first == {'rejected': {'foreign_base_url': 2, 'path_outside_tree': 1}, 'unsafe_names': 0,
+                     'since': 1796630400.25, 'updated': 1796634000.5}
+
+
+@pytest.mark.parametrize('text, expected', [
+    ('{"rejected": {"a": -1, "b": "x", "c": true, "d": 4}, "unsafe_names": 2.5}',
+     {'rejected': {'d': 4}, 'unsafe_names': 0, 'since': None, 'updated': None}),
+    ('{}', {'rejected': {}, 'unsafe_names': 0, 'since': None, 'updated': None}),
+    ('{"rejected": [1]}', None),
+    ('[]', None),
+    ('{"rejected": {', None),
+])
+def test_read_counters_tolerates_junk(tmp_path, text, expected):
+    path = tmp_path / 'hpc_mirror_copier_01.json'
+    path.write_text(text)
+    assert m.read_counters(str(path)) == expected
+    assert m.read_counters(str(tmp_path / 'missing.json')) is None
+
+
+def test_counters_are_summed_per_config_and_warned_per_reason():
+    counters = [m.read_counters(p) for p in counter_paths()] + [None]
+    row = m.config_status(COPY, True, 2, {1: 11, 2: 12}, {}, {}, 1796634100.0, counters=counters)
+    assert row['rejected'] == {'foreign_base_url': 2, 'path_outside_tree': 4, 'symlinked_parent': 0,
+                               'tree_top': 1}
+    assert (row['rejected_total'], row['unsafe_names']) == (7, 1)
+    assert (row['counters_since'], row['counters_updated']) == (1796630400.25, 1796634012.0)
+    row['host'] = 'hpc2n1'
+    assert m.rejection_warnings(row) == [
+        'sarra/%s_copy on hpc2n1: 2 messages rejected: foreign_base_url since 2026-12-07 08:00:00 UTC'
+        ' (see the copier log)' % FLOW,
+        'sarra/%s_copy on hpc2n1: 4 messages rejected: path_outside_tree since 2026-12-07 08:00:00 UTC'
+        ' (see the copier log)' % FLOW,
+        'sarra/%s_copy on hpc2n1: 1 message rejected: tree_top since 2026-12-07 08:00:00 UTC'
+        ' (see the copier log)' % FLOW,
+        'sarra/%s_copy on hpc2n1: 1 name could not be carried (unsafe_names) since 2026-12-07 08:00:00 UTC'
+        ' (see the copier log)' % FLOW,
+    ]
+    # rejections are no health problem
+    assert m.problems(row, dict(LIMITS, max_retry_age=0)) == []
+    # a config without counter files (not a copier) has none, and no warning
+    row = m.config_status(TALLY, True, 1, {1: 11}, {}, {}, 1796634100.0)
+    assert (row['rejected'], row['rejected_total'], row['unsafe_names']) == (None, None, None)
+    assert m.rejection_warnings(row) == []
+
+
+def test_table_shows_the_oldest_retry_and_the_rejections():
+    retry = {'download': {'age': 1000.0, 'pub_time': 1.0, 'path': 'p', 'instance': 1, 'tries': 1, 'file': 'f'},
+             'post': None}
+    rows = [m.config_status(COPY, True, 1, {1: 11}, {}, {}, 1796634100.0, retry_oldest=retry,
+                            counters=[m.read_counters(counter_paths()[0])]),
+            m.config_status(TALLY, True, 1, {1: 11}, {}, {}, 1796634100.0)]
+    lines = m.table_lines(rows)
+    header = lines[0]
+    assert 'oldest retry' in header and header.endswith('rejected')
+    at = header.index('oldest retry')
+    assert lines[1][at:].split()[0] == '17m' and lines[2][at:].split()[0] == '-'
+    assert lines[1].split()[-1] == '3' and lines[2].split()[-1] == '-'

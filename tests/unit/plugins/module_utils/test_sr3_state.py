@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from ansible_collections.sr3.hpc_mirror.plugins.module_utils import sr3_metrics
 from ansible_collections.sr3.hpc_mirror.plugins.module_utils import sr3_state as s
 
 
@@ -374,3 +375,57 @@ def test_wait_stable(results, timeout, settle, ok):
     clock = FakeClock()
     answers = iter(results + [results[-1]] * 100)
     assert s.wait_stable(lambda: next(answers), timeout, settle, 0.5, clock.time, clock.sleep) is ok
+
+
+# --------------------------------------------------------------------------
+# retry queues and copier counters in the state directory
+# --------------------------------------------------------------------------
+
+def test_retry_queue_files_are_those_sr3_writes(tmp_path):
+    """sr3 3.3.1's own retry callback, run without a broker, names the files."""
+    pytest.importorskip('sarracenia')
+    import sarracenia
+    import sarracenia.config
+    from sarracenia.flowcb.retry import Retry
+
+    state = tmp_path / 'sarra' / 'm_copy'
+    state.mkdir(parents=True)
+    found = {}
+    for instance in (1, 2):
+        options = sarracenia.config.default_config()
+        options.pid_filename = str(state / ('sarra_m_copy_%02d.pid' % instance))
+        options.no = instance
+        options.retry_ttl = 3600
+        retry = Retry(options)
+        retry.on_start()
+        message = sarracenia.Message()
+        message.update(pubTime='20261207T145957.264876842', baseUrl='file:/', relPath='p/x%d' % instance)
+        message['_deleteOnPost'] = set()
+
+        class Worklist(object):
+            failed, ok, incoming = [message], [], []
+        retry.after_work(Worklist)   # a failed download
+        Worklist.failed = [message]
+        retry.after_post(Worklist)   # a failed post
+        found[instance] = retry
+    names = sorted(os.path.basename(p) for k, i, p in s.retry_queue_files([str(state)]))
+    assert names == ['diskqueue_post_retry_001.new', 'diskqueue_post_retry_002.new',
+                     'diskqueue_work_retry_01.new', 'diskqueue_work_retry_02.new']
+    found[1].on_housekeeping()  # .new becomes the queue file
+    listed = s.retry_queue_files([str(state), str(tmp_path / 'nowhere')])
+    assert sorted((k, i, os.path.basename(p)) for k, i, p in listed) == [
+        ('download', 1, 'diskqueue_work_retry_01'), ('download', 2, 'diskqueue_work_retry_02.new'),
+        ('post', 1, 'diskqueue_post_retry_001'), ('post', 2, 'diskqueue_post_retry_002.new')]
+    assert found[1].metricsReport() == {'msgs_in_download_retry': 1, 'msgs_in_post_retry': 1}
+    # and what sr3 wrote is read back: the oldest message of each kind
+    oldest = sr3_metrics.oldest_retry(listed, sr3_metrics.sr3_time('20261207T150957.264876842'))
+    assert (oldest['download']['path'], oldest['download']['age'], oldest['download']['tries']) == ('p/x1', 600.0, 1)
+    assert oldest['post']['path'] == 'p/x1' and oldest['post']['instance'] == 1
+
+
+def test_copier_counter_files_leave_temporary_files_out(tmp_path):
+    for name in ('hpc_mirror_copier_01.json', 'hpc_mirror_copier_02.json', 'hpc_mirror_copier_02.json.tmp',
+                 '.hpc_mirror_copier_03.json.x1y2', 'hpc_mirror_copier_4.json', 'sarra_m_copy_01.pid'):
+        write(tmp_path / name, '{}')
+    assert s.copier_counter_files([str(tmp_path), str(tmp_path / 'nowhere')]) == [
+        (1, str(tmp_path / 'hpc_mirror_copier_01.json')), (2, str(tmp_path / 'hpc_mirror_copier_02.json'))]

@@ -123,3 +123,67 @@ def test_configs_of_other_nodes_sharing_home_are_idle_unless_they_run(run, home)
     assert (tally['state'], tally['running'], tally['expected']) == ('excess', 1, 0)
     assert '%s: 1 instances running, 0 expected (this host is not meant to run it)' % TALLY \
         in result['problems']
+
+
+COUNTERS = os.path.join(os.path.dirname(FIXTURES), 'copier_counters')
+
+
+def retry_line(pub_time, rel_path, tries):
+    return ('{"py/object": "sarracenia.Message", "_format": "v03", "_deleteOnPost": {"py/set": ["_isRetry"]}, '
+            '"pubTime": "%s", "baseUrl": "file:/", "relPath": "%s", "_isRetry": %d, "__dict__": {}}\n'
+            % (pub_time, rel_path, tries))
+
+
+def warning_texts(result):
+    """ansible-core 2.19 returns warnings as structured events, older ones as text."""
+    return [w['event']['msg'] if isinstance(w, dict) else w for w in result.get('warnings', [])]
+
+
+def test_stuck_retries_and_rejections(run, home):
+    state = home / '.cache' / 'sr3' / 'sarra' / (FLOW + '_copy')
+    stamp = time.strftime('%Y%m%dT%H%M%S', time.gmtime(time.time() - 1200))
+    (state / 'diskqueue_work_retry_01').write_text(retry_line(stamp + '.5', 'var/primary/never.txt', 9))
+    (state / 'diskqueue_post_retry_001.new').write_text(retry_line(stamp, 'var/primary/caf\\u00e9.txt', 2))
+    for name in ('hpc_mirror_copier_01.json', 'hpc_mirror_copier_02.json'):
+        shutil.copy(os.path.join(COUNTERS, name), str(state / name))
+    result = run(configs=[COPY, TALLY], max_retry_age=900, limit_names={'max_retry_age': 'status_max_retry_age'},
+                 labels={'host': 'h1'}, _ansible_check_mode=True)
+    copy = result['configs'][COPY]
+    download = copy['retry_oldest']['download']
+    assert (download['path'], download['instance'], download['tries'], download['file']) == (
+        'var/primary/never.txt', 1, 9, 'diskqueue_work_retry_01')
+    assert 1199 < download['age'] < 1260
+    assert copy['retry_oldest']['post']['path'] == u'var/primary/caf\u00e9.txt'
+    assert copy['retry_oldest_age'] == copy['retry_oldest']['post']['age']
+    stuck = [p for p in result['problems'] if 'waited for retry' in p]
+    assert len(stuck) == 2, result['problems']
+    assert stuck[0].startswith('%s: a copy has waited for retry for 20m (over status_max_retry_age=900 s), '
+                               'the oldest: var/primary/never.txt (instance 01, sr3 retry count 9)' % COPY)
+    assert stuck[1].startswith('%s: posts keep failing: a post has waited' % COPY)
+    # the rejections: summed, warned, no problem
+    assert copy['rejected'] == {'foreign_base_url': 2, 'path_outside_tree': 4, 'symlinked_parent': 0, 'tree_top': 1}
+    assert (copy['rejected_total'], copy['unsafe_names']) == (7, 1)
+    assert not [p for p in result['problems'] if 'rejected' in p]
+    assert len(result['rejections']) == 4
+    assert result['rejections'][0].startswith('%s: 2 messages rejected: foreign_base_url since ' % COPY)
+    # (other modules' warnings of the same pytest session may precede them)
+    assert warning_texts(result)[-4:] == result['rejections']
+    tally = result['configs'][TALLY]
+    assert (tally['retry_oldest'], tally['rejected']) == ({'download': None, 'post': None}, None)
+    # nothing written, nothing removed: status only reads
+    assert sorted(os.listdir(str(state))) == sorted([
+        'diskqueue_post_retry_001.new', 'diskqueue_work_retry_01', 'hpc_mirror_copier_01.json',
+        'hpc_mirror_copier_02.json', 'sarra_%s_copy_01.pid' % FLOW])
+
+    # under the threshold: no problem, still shown
+    result = run(configs=[COPY], max_retry_age=3600)
+    assert not [p for p in result['problems'] if 'waited for retry' in p]
+    assert result['configs'][COPY]['retry_oldest_age'] > 1199
+
+
+def test_unreadable_counters_are_a_warning(run, home):
+    state = home / '.cache' / 'sr3' / 'sarra' / (FLOW + '_copy')
+    (state / 'hpc_mirror_copier_01.json').write_text('{"rejected": ')
+    result = run(configs=[COPY])
+    assert any('copier counters' in w and 'unreadable' in w for w in warning_texts(result))
+    assert result['configs'][COPY]['rejected'] is None
