@@ -15,7 +15,7 @@ description:
     the broker, judges them against the thresholds and formats one compact table.
   - A queue is judged once, however many hosts consume from it; a daemon config of a flow
     that is on no host is a problem.
-  - Messages the copiers rejected are no problem of the flow's health but are never silent:
+  - Messages the copiers rejected are no problem of the flow's health but are never silent;
     each non-zero count, per config, host and reason, is a warning line after the table, and
     the counts are summed per config and reason over the hosts.
 positional: queue_results, flows, limits, names

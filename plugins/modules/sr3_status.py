@@ -114,8 +114,8 @@ options:
   max_retry_age:
     description:
       - Seconds a message may wait in a retry queue (counted from its
-        C(pubTime)) before the configuration is a problem, which names its
-        path: a copy that keeps failing, or posts that keep failing.
+        C(pubTime)) before the configuration is a problem naming its path
+        (a copy that keeps failing, or posts that keep failing).
     type: float
   max_metrics_age:
     description:
