@@ -62,6 +62,7 @@ except ImportError:  # pragma: no cover - only sr3 runs this plugin
     FlowCB = object
 
 # sr3 puts its plugin directory on sys.path.
+import hpc_mirror_conflicts as conflicts
 import hpc_mirror_files as files
 import hpc_mirror_guard as guard
 
@@ -296,12 +297,18 @@ class Copier(FlowCB):
         options.add_option("hpcMirrorSourceUrl", "str", None)
         options.add_option("hpcMirrorKeepSetid", "flag", False)
         options.add_option("hpcMirrorFsync", "flag", False)
+        options.add_option("hpcMirrorConflictDir", "str", None)
+        options.add_option("hpcMirrorConflictSince", "float", 0.0)
+        options.add_option("hpcMirrorGeneration", "str", "0")
         self.probe = SftpProbe(options)
         self.tree_top = getattr(options, "baseDir", None)
         self.destination_top = getattr(options, "directory", None)
         self.guard = guard.Guard(options.hpcMirrorSourceUrl or "", self.tree_top or "/",
                                  self.destination_top or "/")
         self.rejected = collections.Counter()
+        self.conflicts = conflicts.ConflictArea(
+            self.destination_top, options.hpcMirrorConflictDir, options.hpcMirrorGeneration,
+            options.hpcMirrorConflictSince) if options.hpcMirrorConflictDir else None
         self.since = time.time()
         state_dir = os.path.dirname(getattr(options, "pid_filename", None) or "")
         instance = "%02d" % (getattr(options, "no", 0) or 0)
@@ -379,8 +386,11 @@ class Copier(FlowCB):
             if refused:
                 self.refuse(message, refused.reason, refused.detail, worklist)
                 continue
-            if is_removal(message) and "newname" in message:
-                del message["newname"]
+            if is_removal(message):
+                if not self.removal_applies(message, worklist):
+                    continue
+                if "newname" in message:
+                    del message["newname"]
             self.restore_link_target(message)
             if "mode" in message:
                 mode = guard.masked_mode(message["mode"], self.o.hpcMirrorKeepSetid)
@@ -390,6 +400,48 @@ class Copier(FlowCB):
                     message["mode"] = "%o" % mode
             incoming.append(message)
         worklist.incoming = incoming
+
+    def removal_applies(self, message, worklist):
+        """False when the removal must not run now (the message was moved to a list)."""
+        present = self.probe.exists(message)
+        if present is None:
+            worklist.failed.append(message)
+            logger.info("will retry removing %s: cannot tell whether the source still has it",
+                        message.get("relPath"))
+            return False
+        if present:
+            # A removal queued long ago (before an outage, say) of a path the source has again.
+            message.setReport(304, "the source still has it: not removed")
+            worklist.rejected.append(message)
+            logger.info("not removing %s: the source has it again", destination_path(message))
+            return False
+        if self.conflicts and "directory" not in message["fileOp"]:
+            try:
+                self.keep_before_change(message, message["new_dir"], message["new_file"], None)
+            except (OSError, files.Unsafe) as error:
+                worklist.failed.append(message)
+                logger.error("will retry removing %s: could not keep it aside first: %s",
+                             destination_path(message), error)
+                return False
+        return True
+
+    def keep_before_change(self, message, new_dir, name, incoming, destination=None):
+        """In the outage window, move the recovering side's version aside before it is replaced."""
+        relative_dir = relative_to(new_dir, self.destination_top)
+        if destination is None:
+            try:
+                with files.Destination(self.destination_top, relative_dir, dir_mode=None) as opened:
+                    return self.keep_before_change(message, new_dir, name, incoming, opened)
+            except FileNotFoundError:
+                return None
+        st = self.conflicts.must_keep(destination, name, incoming)
+        if st is None:
+            return None
+        record = self.conflicts.keep(destination, relative_dir, name, st, incoming,
+                                     conflicts.reason_for(st, incoming))
+        self.count("conflicts_kept")
+        logger.warning("kept %s aside as %s: %s", record["path"], record["kept"], record["reason"])
+        return record
 
     @staticmethod
     def restore_link_target(message):
@@ -435,6 +487,9 @@ class Copier(FlowCB):
 
     def install(self, source, destination, message, target_dir):
         name = message["new_file"]
+        if self.conflicts and source.kind in ("link", "file"):
+            incoming = (source.st.st_size, times_ns(source.st, message)[1])
+            self.keep_before_change(message, message["new_dir"], name, incoming, destination)
         if source.kind == "link":
             destination.install_link(name, source.target, announce=self.announce(target_dir))
             message["size"] = 0
@@ -452,7 +507,8 @@ class Copier(FlowCB):
                 return written
             message["size"] = destination.install_file(
                 name, write, self.mode_of(st), times_ns(st, message),
-                fsync=self.o.hpcMirrorFsync, announce=self.announce(target_dir))
+                fsync=self.o.hpcMirrorFsync, announce=self.announce(target_dir),
+                mark=self.conflicts.mark if self.conflicts else None)
         else:
             raise NotCarried("special_file", "%s is a device, FIFO or socket: not copied" % message["relPath"])
 

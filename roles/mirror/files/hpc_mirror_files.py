@@ -145,6 +145,7 @@ class Destination:
     """One directory of the destination tree, opened safely, to install entries in."""
 
     def __init__(self, top, relative_parent, dir_mode=0o755):
+        """dir_mode: mode of the directories made on the way; None makes none (FileNotFoundError)."""
         names = components(relative_parent) if os.fsencode(relative_parent).strip(b"/") else []
         self.fd = open_directory(top, names, create_mode=dir_mode)
 
@@ -163,11 +164,12 @@ class Destination:
         except FileNotFoundError:
             return None
 
-    def install_file(self, name, write, mode, times_ns, fsync=False, announce=None):
+    def install_file(self, name, write, mode, times_ns, fsync=False, announce=None, mark=None):
         """Write a new file with write(fd) under a temporary name, then rename it to name.
 
         announce(temporary) is called before the temporary file exists, so a
-        crash can be cleaned up after.  The old file stays until the rename.
+        crash can be cleaned up after; mark(fd), if given, before it is renamed.
+        The old file stays until the rename.
         """
         temporary = temporary_name()
         if announce:
@@ -177,6 +179,8 @@ class Destination:
         try:
             try:
                 written = write(fd)
+                if mark:
+                    mark(fd)
                 os.chmod(fd, mode)
                 os.utime(fd, ns=times_ns)
                 if fsync:
@@ -202,6 +206,21 @@ class Destination:
         except BaseException:
             self.discard(temporary)
             raise
+
+    def open_regular(self, name):
+        """An fd of the regular file name here, or None (missing, a link, not a file)."""
+        try:
+            fd = os.open(os.fsencode(name), SOURCE_FLAGS, dir_fd=self.fd)
+        except OSError:
+            return None
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        os.close(fd)
+        return None
+
+    def move_to(self, name, other, other_name):
+        """Rename name here to other_name in the Destination other (same file system)."""
+        os.rename(os.fsencode(name), os.fsencode(other_name), src_dir_fd=self.fd, dst_dir_fd=other.fd)
 
     def make_directory(self, name, mode):
         try:

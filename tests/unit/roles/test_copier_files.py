@@ -330,3 +330,92 @@ def test_copier_removes_its_leftover_at_start(running):
         handle.write(b"d/.hpc_mirror~00112233aabb")
     running.plugin.on_start()
     assert not os.path.exists(leftover)
+
+
+# --------------------------------------------------------------------------
+# the outage window: a conflict area on the recovering side
+# --------------------------------------------------------------------------
+
+def set_file(path, content, mtime):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write(content)
+    os.utime(path, (mtime, mtime))
+
+
+def conflict_records(running):
+    path = os.path.join(running.destination, ".hpc_mirror", "conflicts", "3", "conflicts.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as handle:
+        return [json.loads(line) for line in handle]
+
+
+@pytest.fixture
+def recovering(running):
+    """The copier of a reverse direction, generation 3, outage window from 1 000 000 s."""
+    options = running.plugin.o
+    options.hpcMirrorConflictDir = os.path.join(running.destination, ".hpc_mirror", "conflicts", "3")
+    options.hpcMirrorGeneration = "3"
+    options.hpcMirrorConflictSince = 1_000_000.0
+    running.plugin = copier.Copier(options)
+    return running
+
+
+def test_a_newer_file_on_the_recovering_side_is_kept_aside(recovering):
+    set_file(os.path.join(recovering.source, "run", "f3"), "the other side's older copy", 900_000)
+    set_file(os.path.join(recovering.destination, "run", "f3"), "the last write before the outage", 1_000_020)
+    result = work(recovering, recovering.message("run/f3"))
+    assert len(result.ok) == 1
+    with open(os.path.join(recovering.destination, "run", "f3")) as handle:
+        assert handle.read() == "the other side's older copy"
+    [record] = conflict_records(recovering)
+    assert record["path"] == "run/f3" and record["reason"].startswith("newer")
+    assert record["recovering"] == {"mtime_ns": 1_000_020 * 10**9, "size": 32}
+    assert record["incoming"]["mtime_ns"] == 900_000 * 10**9
+    with open(os.path.join(recovering.destination, record["kept"])) as handle:
+        assert handle.read() == "the last write before the outage"
+
+
+def test_a_file_changed_in_the_window_is_kept_even_when_the_other_side_is_newer(recovering):
+    set_file(os.path.join(recovering.source, "g"), "changed on the other side during the outage", 1_000_500)
+    set_file(os.path.join(recovering.destination, "g"), "changed here just before the outage", 1_000_010)
+    work(recovering, recovering.message("g"))
+    [record] = conflict_records(recovering)
+    assert record["reason"] == "changed in the outage window"
+    # rewritten again in the same generation: what the copier wrote is not kept a second time
+    set_file(os.path.join(recovering.source, "g"), "changed once more", 1_000_600)
+    work(recovering, recovering.message("g"))
+    assert len(conflict_records(recovering)) == 1
+    with open(os.path.join(recovering.destination, "g")) as handle:
+        assert handle.read() == "changed once more"
+
+
+def test_an_old_file_is_simply_replaced(recovering):
+    set_file(os.path.join(recovering.source, "old"), "newer", 1_000_100)
+    set_file(os.path.join(recovering.destination, "old"), "older, before the window", 999_000)
+    work(recovering, recovering.message("old"))
+    assert conflict_records(recovering) == []
+
+
+def test_a_removal_keeps_a_file_changed_in_the_window(recovering):
+    set_file(os.path.join(recovering.destination, "late"), "written just before the outage", 1_000_001)
+    set_file(os.path.join(recovering.destination, "early"), "written long before", 10)
+    removals = [recovering.message("late", fileOp={"remove": ""}), recovering.message("early", fileOp={"remove": ""})]
+    worklist = types.SimpleNamespace(incoming=list(removals), ok=[], failed=[], rejected=[])
+    recovering.plugin.after_accept(worklist)
+    # 'late' is kept aside; sr3 itself then removes what is left at both paths
+    assert worklist.incoming == removals and worklist.failed == [] and worklist.rejected == []
+    assert [r["path"] for r in conflict_records(recovering)] == ["late"]
+    assert not os.path.exists(os.path.join(recovering.destination, "late"))
+    assert os.path.exists(os.path.join(recovering.destination, "early"))
+
+
+def test_a_removal_of_what_the_source_has_again_is_not_applied(running):
+    set_file(os.path.join(running.source, "back"), "re-created since", 2_000_000)
+    set_file(os.path.join(running.destination, "back"), "re-created since", 2_000_000)
+    worklist = types.SimpleNamespace(incoming=[running.message("back", fileOp={"remove": ""})], ok=[], failed=[],
+                                     rejected=[])
+    running.plugin.after_accept(worklist)
+    assert worklist.incoming == [] and len(worklist.rejected) == 1
+    assert worklist.rejected[0]["report"]["code"] == 304

@@ -458,7 +458,9 @@ def test_copy_conf(rendered, variant):
     assert one(pairs, "post_exchange") == names["exchanges"]["output"]
     masks = [(key, value) for key, value in pairs if key in ("accept", "reject")]
     assert masks == [("reject", pattern) for pattern in variables["mirror_reject"]] + [
-        ("reject", r".*/\.hpc_mirror~[0-9a-f]+$"), ("accept", ".*")]
+        ("reject", r".*/\.hpc_mirror~[0-9a-f]+$"),
+        ("reject", re.escape(variables["mirror_source_dir"]) + r"/\.hpc_mirror/.*"), ("accept", ".*")]
+    assert values(pairs, "hpcMirrorConflictDir") == []
     if variables["mirror_hold"]:
         assert one(pairs, "runStateThreshold_lag") == "%ds" % (int(variables["mirror_hold"]) + 60)
     else:
