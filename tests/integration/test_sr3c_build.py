@@ -8,7 +8,9 @@ the cause.
 The build tests need the real sarrac source: set SR3C_SOURCE to a release
 tarball or source tree (SR3C_SOURCE_CHECKSUM, "sha256:<hex>", is computed when
 not given). SR3C_MINIMUM_VERSION lowers the version floor, only to try a build
-older than 3.24.12.
+older than 3.24.12. scripts/test.sh (so CI) sets all three for the sarrac
+3.24.10 tarball it finds beside the checkout (../shared/vendor), once its
+sha256 matches that directory's SHA256SUMS.
 """
 import hashlib
 import http.server
