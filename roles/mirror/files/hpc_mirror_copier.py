@@ -229,11 +229,15 @@ class RemoteFile:
         self.handle = handle
         self.st = st
 
+    # paramiko serves prefetched data fastest in reads of one SFTP packet
+    # (32 KiB: 117-150 MB/s on loopback); larger reads measured 9-106 MB/s.
+    READ = 32768
+
     def copy_into(self, target_fd):
         self.handle.prefetch(self.st.st_size)
         copied = 0
         while True:
-            block = self.handle.read(files.CHUNK)
+            block = self.handle.read(self.READ)
             if not block:
                 return copied
             files.write_all(target_fd, block)

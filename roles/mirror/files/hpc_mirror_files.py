@@ -13,6 +13,7 @@ so names that are not valid UTF-8 are carried as they are.
 """
 
 import errno
+import fcntl
 import os
 import secrets
 import stat
@@ -21,7 +22,10 @@ TEMPORARY_PREFIX = b".hpc_mirror~"
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO must not hang the copier.
 SOURCE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-CHUNK = 8 << 20
+# copy_file_range per call: 8 MiB measured 2.9 GB/s, 64 MiB 3.5 GB/s (cp's speed) here.
+CHUNK = 64 << 20
+# ioctl FICLONE (linux/fs.h): make the target share the source's blocks.
+FICLONE = 0x40049409
 
 
 class Unsafe(Exception):
@@ -120,9 +124,28 @@ def write_all(fd, data):
         view = view[os.write(fd, view):]
 
 
+def clone(source_fd, target_fd):
+    """Share the source's blocks (a reflink, as cp does first); False where the file system cannot."""
+    try:
+        fcntl.ioctl(target_fd, FICLONE, source_fd)
+    except OSError as error:
+        if error.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS,
+                           errno.EPERM, errno.EBADF):
+            return False
+        raise
+    return True
+
+
 def copy_data(source_fd, target_fd):
-    """Copy every byte of source_fd into target_fd in the kernel where it can; return the count."""
+    """Copy every byte of source_fd into target_fd in the kernel where it can; return the count.
+
+    As cp: a reflink where the file system shares blocks, else copy_file_range
+    (the kernel copies, server side on NFS 4.2 and some cluster file systems).
+    """
+    if clone(source_fd, target_fd):
+        return os.fstat(target_fd).st_size
     copied = 0
+    os.posix_fadvise(source_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     try:
         while True:
             count = os.copy_file_range(source_fd, target_fd, CHUNK)
@@ -134,7 +157,7 @@ def copy_data(source_fd, target_fd):
         if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
             raise
     while True:
-        block = os.read(source_fd, CHUNK)
+        block = os.read(source_fd, 1 << 20)
         if not block:
             return copied
         write_all(target_fd, block)
