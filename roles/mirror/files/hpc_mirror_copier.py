@@ -304,6 +304,7 @@ class Copier(FlowCB):
         options.add_option("hpcMirrorConflictDir", "str", None)
         options.add_option("hpcMirrorConflictSince", "float", 0.0)
         options.add_option("hpcMirrorGeneration", "str", "0")
+        options.add_option("hpcMirrorSr3cNames", "flag", False)
         self.probe = SftpProbe(options)
         self.tree_top = getattr(options, "baseDir", None)
         self.destination_top = getattr(options, "directory", None)
@@ -386,6 +387,8 @@ class Copier(FlowCB):
                 worklist.rejected.append(message)
                 logger.info("not copying %s: it is the source tree's top directory", message.get("relPath"))
                 continue
+            if self.o.hpcMirrorSr3cNames:
+                self.decode_sr3c_name(message)
             refused = self.guard.check(message)
             if refused:
                 self.refuse(message, refused.reason, refused.detail, worklist)
@@ -404,6 +407,28 @@ class Copier(FlowCB):
                     message["mode"] = "%o" % mode
             incoming.append(message)
         worklist.incoming = incoming
+
+    def decode_sr3c_name(self, message):
+        """Undo sr3c's encoding of ' ' and '#' in relPath (as %20, %23; '%' itself is not encoded).
+
+        'a%20b' names either 'a b' or a file really called 'a%20b': the one the
+        source has wins (for a removal, the one the destination has); sr3c sends
+        rename and link values as they are.
+        """
+        rel_path = message.get("relPath")
+        if not isinstance(rel_path, str) or ("%20" not in rel_path and "%23" not in rel_path):
+            return
+        decoded = rel_path.replace("%20", " ").replace("%23", "#")
+        below = relative_to(decoded, self.tree_top)
+        literal_below = relative_to(rel_path, self.tree_top)
+        tops = (self.tree_top, self.destination_top) if is_removal(message) else (self.tree_top,)
+        for top in tops:
+            if os.path.lexists(os.path.join(top, below)):
+                break
+            if os.path.lexists(os.path.join(top, literal_below)):
+                return
+        message["relPath"] = decoded
+        message["new_dir"], message["new_file"] = os.path.split(os.path.join(self.destination_top, below))
 
     def removal_applies(self, message, worklist):
         """False when the removal must not run now (the message was moved to a list)."""

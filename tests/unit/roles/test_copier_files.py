@@ -419,3 +419,39 @@ def test_a_removal_of_what_the_source_has_again_is_not_applied(running):
     running.plugin.after_accept(worklist)
     assert worklist.incoming == [] and len(worklist.rejected) == 1
     assert worklist.rejected[0]["report"]["code"] == 304
+
+
+# --------------------------------------------------------------------------
+# names as sr3c sends them: ' ' as %20, '#' as %23
+# --------------------------------------------------------------------------
+
+def sr3c_message(running, relative, **fields):
+    message = running.message(relative.replace(" ", "%20").replace("#", "%23"), **fields)
+    return message
+
+
+def test_sr3c_spaces_and_hashes_are_decoded(running):
+    running.plugin.o.hpcMirrorSr3cNames = True
+    set_file(os.path.join(running.source, "run 1", "out #2.txt"), "data", 1_000_000)
+    result = work(running, sr3c_message(running, "run 1/out #2.txt"))
+    assert len(result.ok) == 1, result
+    with open(os.path.join(running.destination, "run 1", "out #2.txt")) as handle:
+        assert handle.read() == "data"
+
+
+def test_sr3c_a_literal_percent_name_that_exists_is_kept(running):
+    running.plugin.o.hpcMirrorSr3cNames = True
+    set_file(os.path.join(running.source, "a%20b"), "literal", 1_000_000)
+    result = work(running, running.message("a%20b"))
+    assert len(result.ok) == 1
+    assert os.listdir(running.destination) == ["a%20b"]
+
+
+def test_sr3c_removal_of_a_name_with_a_space(running):
+    running.plugin.o.hpcMirrorSr3cNames = True
+    set_file(os.path.join(running.destination, "gone file"), "old", 1_000_000)
+    worklist = types.SimpleNamespace(incoming=[sr3c_message(running, "gone file", fileOp={"remove": ""})], ok=[],
+                                     failed=[], rejected=[])
+    running.plugin.after_accept(worklist)
+    [message] = worklist.incoming
+    assert message["new_file"] == "gone file"

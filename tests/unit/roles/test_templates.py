@@ -268,11 +268,13 @@ def test_post_conf_watch(rendered):
     for keyword in ("realpathPost", "realpathFilter", "realpathAdjust"):
         assert values(pairs, keyword) == []
     assert one(pairs, "integrity") == "none"
+    assert values(pairs, "hpcMirrorSr3cNames") == (["on"] if variant == "shim" else [])
     assert one(pairs, "nodupe_ttl") == "off"
     assert one(pairs, "fileEvents") == "create,modify,link,mkdir,delete,rmdir"
     # sr3 watch would post what inotify saw every 5 s: Pace looks every 0.1 s
     assert one(pairs, "sleep") == "0.01"
-    assert one(pairs, "flowcb") == "hpc_mirror_pace.Pace"
+    # Split: any name gets an exchange and a routing key (sr3 3.3.1 drops some)
+    assert values(pairs, "flowcb") == ["hpc_mirror_pace.Pace", "hpc_mirror_split.Split"]
     assert one(pairs, "paceInterval") == "0.1"
     assert one(pairs, "logEvents") == "on_housekeeping"
 
@@ -396,7 +398,7 @@ def test_winnow_conf_with_hold(rendered):
         assert one(pairs, "flowcb_prepend") == "hpc_mirror_pace.Hold"
         assert one(pairs, "mdelay") == "30"
         assert one(pairs, "sleep") == "0.01"
-        assert one(pairs, "flowcb") == "hpc_mirror_pace.Pace"
+        assert values(pairs, "flowcb") == ["hpc_mirror_pace.Pace", "hpc_mirror_split.Split"]
         assert one(pairs, "paceInterval") == "0.1"
         assert one(pairs, "logEvents") == "on_housekeeping"
         assert one(pairs, "runStateThreshold_lag") == "90s"
@@ -448,6 +450,7 @@ def test_copy_conf(rendered, variant):
     assert one(pairs, "hpcMirrorKeepSetid") == "off"
     assert one(pairs, "hpcMirrorFsync") == "off"
     assert one(pairs, "integrity") == "none"
+    assert values(pairs, "hpcMirrorSr3cNames") == (["on"] if variant == "shim" else [])
     assert one(pairs, "batch") == "20"
     assert one(pairs, "housekeeping") == "30"
     assert one(pairs, "sleep") == "0.01"
@@ -509,7 +512,8 @@ def test_reference_profile(rendered):
         assert one(pairs, "flowcb_prepend") == "sarracenia.flowcb.mdelaylatest.MDelayLatest"
         assert one(pairs, "mdelay") == "30"
         assert one(pairs, "nodupe_ttl") == "60"
-        assert values(pairs, "flowcb") == []
+        # a correction, not a tuning: the reference re-posts every name too
+        assert values(pairs, "flowcb") == ["hpc_mirror_split.Split"]
         assert all(values(pairs, keyword) == [] for keyword in ours)
     pairs = settings(config_path(rendered, "reference", names["copier"]))
     assert one(pairs, "instances") == "10"
@@ -519,7 +523,7 @@ def test_reference_profile(rendered):
     assert all(values(pairs, keyword) == [] for keyword in ours)
     # the reference posts with the shim at close(): its watch is paced as ours is
     pairs = settings(config_path(rendered, "reference", names["post"]))
-    assert one(pairs, "flowcb") == "hpc_mirror_pace.Pace"
+    assert values(pairs, "flowcb") == ["hpc_mirror_pace.Pace", "hpc_mirror_split.Split"]
 
 
 # --------------------------------------------------------------------------
