@@ -132,14 +132,17 @@ def printable(text):
     """A path from a message, safe to return as JSON text.
 
     Names that are not UTF-8 reach sr3 as surrogate escapes (os.fsdecode);
-    their bytes are shown as ``\\xNN`` instead of failing the result.
+    their bytes are shown as ``\\xNN`` instead of failing the result, and so
+    are control characters (a newline would split the sentence naming it).
     """
     if not isinstance(text, str):
         return None if text is None else str(text)
     shown = []
     for char in text:
         code = ord(char)
-        if 0xdc80 <= code <= 0xdcff:
+        if code < 0x20 or code == 0x7f:
+            shown.append('\\x%02x' % code)
+        elif 0xdc80 <= code <= 0xdcff:
             shown.append('\\x%02x' % (code - 0xdc00))
         elif 0xd800 <= code <= 0xdfff:
             shown.append('\\u%04x' % code)

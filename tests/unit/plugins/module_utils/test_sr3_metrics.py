@@ -355,6 +355,7 @@ def test_a_huge_retry_queue_is_read_only_at_its_head(tmp_path):
     # a Latin-1 name as os.fsdecode gives it (surrogate escapes)
     (b'p/caf\xe9.txt'.decode('utf-8', 'surrogateescape'), 'p/caf\\xe9.txt'),
     ('p/\ud800x', 'p/\\ud800x'),
+    ('p/a\nb\tc\x7f', 'p/a\\x0ab\\x09c\\x7f'),
     (None, None),
 ])
 def test_printable_paths(text, shown):
