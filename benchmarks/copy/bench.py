@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The copier's copy stage on large files, against the tools an operator would use.
 
 Copies the same files, interleaved round by round, with:
@@ -65,6 +64,10 @@ def start_sshd(work):
     return proc, port, known
 
 
+def remote_path(directory, name):
+    return "root@127.0.0.1:%s/%s" % (directory.replace(" ", "\\ "), name.replace(" ", "\\ "))
+
+
 def drop_target(directory):
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory)
@@ -117,7 +120,7 @@ def main():
     block = os.urandom(1 << 20)
     for name in names:
         with open(os.path.join(source, name), "wb") as handle:
-            for _ in range(args.size_mib):
+            for _mib in range(args.size_mib):
                 handle.write(block)
     total_mb = args.files * args.size_mib * 1.048576
     work = tempfile.mkdtemp(prefix="hpc_mirror_bench_ssh.")
@@ -138,10 +141,11 @@ def main():
     methods = {
         ("file", "ours"): lambda: ours_file(source, target, names, args.fsync),
         ("file", "cp"): lambda: tool(["/bin/cp"] + [os.path.join(source, n) for n in names] + [target + "/"],
-                                     target, args.fsync),
+                                      target, args.fsync),
         ("sftp", "ours"): lambda: ours_sftp(probe, server, source, target, names, args.fsync),
-        ("sftp", "scp"): lambda: tool(["scp"] + ssh_options + ["root@127.0.0.1:%s/%s" % (source.replace(" ", "\\ "), n.replace(" ", "\\ "))
-                                                              for n in names] + [target + "/"], target, args.fsync),
+        # scp (SFTP protocol) globs remote paths: a backslash keeps each space a space
+        ("sftp", "scp"): lambda: tool(["scp"] + ssh_options + [remote_path(source, n) for n in names] + [target + "/"],
+                                      target, args.fsync),
         ("sftp", "sftp"): lambda: tool(["sftp"] + ssh_options + ["-b", batch, "root@127.0.0.1"], target, args.fsync),
     }
     methods = {key: run for key, run in methods.items() if args.transport in ("both", key[0])}
@@ -179,9 +183,8 @@ def main():
     print("|---|---:|---|---:|---:|")
     for transport, tools in (("file", ["cp"]), ("sftp", ["scp", "sftp"])):
         for name in tools if args.transport in ("both", transport) else []:
-            print("| %s | %.0f | %s | %.0f | %.2f |" % (transport, rate((transport, "ours")), name,
-                                                      rate((transport, name)),
-                                                      rate((transport, "ours")) / rate((transport, name))))
+            ours, theirs = rate((transport, "ours")), rate((transport, name))
+            print("| %s | %.0f | %s | %.0f | %.2f |" % (transport, ours, name, theirs, ours / theirs))
 
 
 if __name__ == "__main__":

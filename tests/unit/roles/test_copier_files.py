@@ -122,7 +122,7 @@ def test_a_destination_parent_that_is_a_link_is_refused(trees, tmp_path):
 
 
 def test_a_failed_copy_keeps_the_old_file(trees):
-    _, destination = trees
+    destination = trees[1]
     old = os.path.join(destination, "f")
     with open(old, "w") as handle:
         handle.write("old and good")
@@ -188,7 +188,7 @@ def test_a_copier_killed_mid_copy_leaves_the_old_file(trees, tmp_path):
 
 
 def test_remove_leftover_touches_only_our_names(trees):
-    _, destination = trees
+    destination = trees[1]
     with open(os.path.join(destination, "precious"), "w"):
         pass
     with pytest.raises(files.Unsafe):

@@ -44,7 +44,7 @@ def trees(tmp_path):
 
 def accepted(trees, monkeypatch, **fields):
     """A message as the copier's after_accept gets it."""
-    source, destination, _ = trees
+    source, destination, _outside = trees
     monkeypatch.setenv("HOME", str(source.parent / "home"))
     options = sarracenia.config.default_config()
     options.baseDir = str(source)
@@ -65,7 +65,7 @@ def accepted(trees, monkeypatch, **fields):
 
 
 def check(trees, monkeypatch, **fields):
-    source, destination, _ = trees
+    source, destination, _outside = trees
     message = accepted(trees, monkeypatch, **fields)
     return guard.Guard(SOURCE_URL, str(source), str(destination)).check(message)
 
@@ -110,7 +110,7 @@ HOSTILE = [
 
 
 def test_a_destination_that_does_not_mirror_relpath_is_refused(trees, monkeypatch):
-    source, destination, _ = trees
+    source, destination, _outside = trees
     message = accepted(trees, monkeypatch)
     message["new_dir"] = str(destination / "b")
     refused = guard.Guard(SOURCE_URL, str(source), str(destination)).check(message)

@@ -268,7 +268,6 @@ def test_post_conf_watch(rendered):
     for keyword in ("realpathPost", "realpathFilter", "realpathAdjust"):
         assert values(pairs, keyword) == []
     assert one(pairs, "integrity") == "none"
-    assert values(pairs, "hpcMirrorSr3cNames") == (["on"] if variant == "shim" else [])
     assert one(pairs, "nodupe_ttl") == "off"
     assert one(pairs, "fileEvents") == "create,modify,link,mkdir,delete,rmdir"
     # sr3 watch would post what inotify saw every 5 s: Pace looks every 0.1 s
