@@ -140,12 +140,12 @@ def main():
             handle.write('get "%s/%s" "%s/%s"\n' % (source, name, target, name))
     methods = {
         ("file", "ours"): lambda: ours_file(source, target, names, args.fsync),
-        ("file", "cp"): lambda: tool(["/bin/cp"] + [os.path.join(source, n) for n in names] + [target + "/"],
-                                      target, args.fsync),
+        ("file", "cp"): lambda: tool(
+            ["/bin/cp"] + [os.path.join(source, n) for n in names] + [target + "/"], target, args.fsync),
         ("sftp", "ours"): lambda: ours_sftp(probe, server, source, target, names, args.fsync),
         # scp (SFTP protocol) globs remote paths: a backslash keeps each space a space
-        ("sftp", "scp"): lambda: tool(["scp"] + ssh_options + [remote_path(source, n) for n in names] + [target + "/"],
-                                      target, args.fsync),
+        ("sftp", "scp"): lambda: tool(
+            ["scp"] + ssh_options + [remote_path(source, n) for n in names] + [target + "/"], target, args.fsync),
         ("sftp", "sftp"): lambda: tool(["sftp"] + ssh_options + ["-b", batch, "root@127.0.0.1"], target, args.fsync),
     }
     methods = {key: run for key, run in methods.items() if args.transport in ("both", key[0])}
