@@ -70,7 +70,7 @@ def bed(tmp_path):
 def test_old_record_reads_as_zero_and_since_is_kept(bed):
     record, run = bed
     record.write_text('{"direction": "primary_to_secondary", "generation": 3}\n')
-    read, _ = run()
+    read = run()[0]
     assert read == ["primary_to_secondary", "3", "0.0"]
     # A failover records its window...
     run("-e", "write_direction=secondary_to_primary", "-e", "write_generation=4", "-e", "record_since=1765117000.7")

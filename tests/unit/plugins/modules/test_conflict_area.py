@@ -62,7 +62,7 @@ def differences(tmp_path, src, dst):
 
 def test_keep_moves_extras_and_newer_versions_only(run, tmp_path, trees):
     src, dst = trees
-    report, _ = differences(tmp_path, src, dst)
+    report = differences(tmp_path, src, dst)[0]
     before = (dst / 'fo' / 'rewritten').read_bytes()
     check = run(_ansible_check_mode=True, action='keep', root=str(dst), generation='4', since=OLD + 300,
                 differences=report)
@@ -84,7 +84,7 @@ def test_keep_moves_extras_and_newer_versions_only(run, tmp_path, trees):
     lines = [json.loads(x) for x in (area / 'conflicts.jsonl').read_text().splitlines()]
     assert sorted(x['path'] for x in lines) == sorted(kept)
     # Nothing left that keep would move: a second run changes nothing.
-    report, _ = differences(tmp_path, src, dst)
+    report = differences(tmp_path, src, dst)[0]
     again = run(action='keep', root=str(dst), generation='4', since=OLD + 300, differences=report)
     assert again['changed'] is False and again['conflicts'] == []
 
@@ -95,7 +95,7 @@ def test_marked_by_this_generation_is_left(run, tmp_path, trees):
         os.setxattr(str(dst / 'fo' / 'rewritten'), 'user.hpc_mirror.generation', b'4')
     except OSError:
         pytest.skip('no user extended attributes here')
-    report, _ = differences(tmp_path, src, dst)
+    report = differences(tmp_path, src, dst)[0]
     result = run(action='keep', root=str(dst), generation='4', since=OLD + 300, differences=report)
     assert 'fo/rewritten' not in [r['path'] for r in result['conflicts']]
     assert (dst / 'fo' / 'rewritten').exists()
@@ -103,7 +103,7 @@ def test_marked_by_this_generation_is_left(run, tmp_path, trees):
 
 def kept_tree(run, tmp_path, trees):
     src, dst = trees
-    report, _ = differences(tmp_path, src, dst)
+    report = differences(tmp_path, src, dst)[0]
     run(action='keep', root=str(dst), generation='4', since=OLD + 300, differences=report)
     return src, dst
 
@@ -171,7 +171,7 @@ def test_records_of_the_copiers_are_read(run, tmp_path):
 
 def test_older_extras_wait_when_asked(run, tmp_path, trees):
     src, dst = trees
-    report, _ = differences(tmp_path, src, dst)
+    report = differences(tmp_path, src, dst)[0]
     since = time.time() + 3600  # everything is older than this window, ctime included
     result = run(action='keep', root=str(dst), generation='4', since=since, differences=report, older_extras=False)
     assert sorted(result['older_extras_left']) == ['fo/late/l1', 'fo/late/sub/l2', 'fo/link-only-here',
