@@ -69,6 +69,27 @@ import hpc_mirror_guard as guard
 logger = logging.getLogger(__name__)
 
 
+def shown(path):
+    """A path for a log line: undecodable bytes as \\xNN, control characters escaped (no forged lines)."""
+    if path is None:
+        return None
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    text = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() or c == " " else "\\x%02x" % ord(c) if ord(c) < 256 else c for c in text)
+
+
+def tolerant_logging():
+    """Let sr3's own log lines carry names that are not UTF-8 instead of failing on them."""
+    for handler in logging.getLogger().handlers:
+        stream = getattr(handler, "stream", None)
+        if hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a closed or unusual stream: leave it
+                pass
+
+
 class SourceChanged(Exception):
     """The source was written while it was copied: the copy would mix versions."""
 
@@ -353,9 +374,10 @@ class Copier(FlowCB):
         except FileNotFoundError:
             return
         if relative and files.remove_leftover(self.destination_top, relative):
-            logger.info("removed %s, left by a copy that did not finish", relative)
+            logger.info("removed %s, left by a copy that did not finish", shown(relative))
 
     def on_start(self):
+        tolerant_logging()
         if not self.o.hpcMirrorSourceUrl:
             logger.error("hpcMirrorSourceUrl is not set: every message will be rejected as foreign")
         try:
@@ -385,7 +407,7 @@ class Copier(FlowCB):
             if is_tree_top(message, self.tree_top):
                 message.setReport(304, "the tree's top directory is the deploy's, not copied")
                 worklist.rejected.append(message)
-                logger.info("not copying %s: it is the source tree's top directory", message.get("relPath"))
+                logger.info("not copying %s: it is the source tree's top directory", shown(message.get("relPath")))
                 continue
             if self.o.hpcMirrorSr3cNames:
                 self.decode_sr3c_name(message)
@@ -436,13 +458,13 @@ class Copier(FlowCB):
         if present is None:
             worklist.failed.append(message)
             logger.info("will retry removing %s: cannot tell whether the source still has it",
-                        message.get("relPath"))
+                        shown(message.get("relPath")))
             return False
         if present:
             # A removal queued long ago (before an outage, say) of a path the source has again.
             message.setReport(304, "the source still has it: not removed")
             worklist.rejected.append(message)
-            logger.info("not removing %s: the source has it again", destination_path(message))
+            logger.info("not removing %s: the source has it again", shown(destination_path(message)))
             return False
         if self.conflicts and "directory" not in message["fileOp"]:
             try:
@@ -450,7 +472,7 @@ class Copier(FlowCB):
             except (OSError, files.Unsafe) as error:
                 worklist.failed.append(message)
                 logger.error("will retry removing %s: could not keep it aside first: %s",
-                             destination_path(message), error)
+                             shown(destination_path(message)), error)
                 return False
         return True
 
@@ -469,7 +491,7 @@ class Copier(FlowCB):
         record = self.conflicts.keep(destination, relative_dir, name, st, incoming,
                                      conflicts.reason_for(st, incoming))
         self.count("conflicts_kept")
-        logger.warning("kept %s aside as %s: %s", record["path"], record["kept"], record["reason"])
+        logger.warning("kept %s aside as %s: %s", shown(record["path"]), shown(record["kept"]), record["reason"])
         return record
 
     @staticmethod
@@ -493,14 +515,14 @@ class Copier(FlowCB):
             message["_hpc_mirror_refused"] = ("symlinked_parent", str(error))
             message["_deleteOnPost"] |= set(["_hpc_mirror_refused"])
         except SourceChanged as changed:
-            logger.info("will copy %s again: %s", message.get("relPath"), changed)
+            logger.info("will copy %s again: %s", shown(message.get("relPath")), changed)
         except FileNotFoundError as error:
-            logger.info("cannot copy %s now: %s", message.get("relPath"), error)
+            logger.info("cannot copy %s now: %s", shown(message.get("relPath")), error)
         except (UnicodeError, ValueError) as error:
-            message["_hpc_mirror_refused"] = ("unsafe_name", "%s: %s" % (message.get("relPath"), error))
+            message["_hpc_mirror_refused"] = ("unsafe_name", "%s: %s" % (shown(message.get("relPath")), error))
             message["_deleteOnPost"] |= set(["_hpc_mirror_refused"])
         except Exception as error:  # retried by sr3: say why
-            logger.error("copy of %s failed: %s", message.get("relPath"), error)
+            logger.error("copy of %s failed: %s", shown(message.get("relPath")), error)
         return False
 
     def copy(self, message):
@@ -562,8 +584,8 @@ class Copier(FlowCB):
             message.setReport(410, "source gone before it could be copied")
             worklist.rejected.append(message)
             logger.info("not retrying %s: the source is gone (a later event says where it went)",
-                        message.get("relPath"))
+                        shown(message.get("relPath")))
         worklist.rejected, busy = split_busy_directory_removals(worklist.rejected)
         for message in busy:
-            logger.info("will retry removing %s: the directory is not empty yet", destination_path(message))
+            logger.info("will retry removing %s: the directory is not empty yet", shown(destination_path(message)))
             worklist.failed.append(message)

@@ -455,3 +455,27 @@ def test_sr3c_removal_of_a_name_with_a_space(running):
     running.plugin.after_accept(worklist)
     [message] = worklist.incoming
     assert message["new_file"] == "gone file"
+
+
+@pytest.mark.parametrize("path,text", [
+    ("plain/name.txt", "plain/name.txt"), ("new\nline", "new\\x0aline"), ("tab\there", "tab\\x09here"),
+    ("caf\udce9", "caf\\xe9"), (b"caf\xe9", "caf\\xe9"), ("日本 語", "日本 語"), (None, None),
+])
+def test_log_lines_show_any_name_on_one_line(path, text):
+    assert copier.shown(path) == text
+
+
+def test_tolerant_logging_writes_names_that_are_not_utf8(tmp_path):
+    import logging
+    log = tmp_path / "copier.log"
+    handler = logging.FileHandler(str(log), encoding="utf-8")
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        copier.tolerant_logging()
+        logging.getLogger("sarracenia.flowcb.log").error("downloaded ok: %s", "caf\udce9")
+        handler.flush()
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    assert "downloaded ok: caf\\udce9" in log.read_text()
