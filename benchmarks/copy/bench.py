@@ -14,9 +14,9 @@ ours/tool) and the load average. Needs root (sshd) and openssh-server.
 """
 
 import argparse
+import contextlib
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,42 +26,23 @@ import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "roles", "mirror", "files"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "helpers"))
 
 import hpc_mirror_copier as copier  # noqa: E402
 import hpc_mirror_files as files  # noqa: E402
+import loopback_sshd  # noqa: E402
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_sshd(work):
-    for name in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(work, name)], check=True)
-    port = free_port()
-    config = os.path.join(work, "sshd_config")
-    with open(config, "w") as handle:
-        handle.write("ListenAddress 127.0.0.1\nPort %d\nHostKey %s/host_key\nPidFile %s/sshd.pid\nUsePAM no\n"
-                     "StrictModes no\nPasswordAuthentication no\nPermitRootLogin prohibit-password\n"
-                     "AuthorizedKeysFile %s/client_key.pub\nSubsystem sftp internal-sftp\n" % (port, work, work, work))
-    os.makedirs("/run/sshd", exist_ok=True)
-    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", config], stderr=subprocess.DEVNULL)
-    deadline = time.time() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.time() > deadline:
-                raise SystemExit("sshd did not start")
-            time.sleep(0.1)
-    host_key = open(os.path.join(work, "host_key.pub")).read().split()[:2]
-    known = os.path.join(work, "known_hosts")
-    with open(known, "w") as handle:
-        handle.write("[127.0.0.1]:%d %s %s\n" % (port, host_key[0], host_key[1]))
-    return proc, port, known
+@contextlib.contextmanager
+def sshd_for_root(work):
+    """A loopback sshd letting root in with a fresh key; yields (port, known_hosts file, key file)."""
+    key = os.path.join(work, "client_key")
+    loopback_sshd.keygen(key)
+    with loopback_sshd.sshd(work, authorized_keys=key + ".pub") as (port, (kind, public)):
+        known = os.path.join(work, "known_hosts")
+        with open(known, "w") as handle:
+            handle.write("[127.0.0.1]:%d %s %s\n" % (port, kind, public))
+        yield port, known, key
 
 
 def remote_path(directory, name):
@@ -100,6 +81,51 @@ def ours_sftp(probe, server, source_dir, target_dir, names, fsync):
             entry.close()
 
 
+def measure(args, source, target, names, work, port, known, key):
+    """Seconds per method and round: {(transport, method): [seconds, ...]}."""
+    server = "sftp://root@127.0.0.1:%d/" % port
+    credential = types.SimpleNamespace(ssh_keyfile=key)
+    options = types.SimpleNamespace(credentials=types.SimpleNamespace(get=lambda url: (True, credential)))
+    probe = copier.SftpProbe(options)
+    ssh_options = ["-q", "-i", key, "-o", "UserKnownHostsFile=" + known, "-o", "BatchMode=yes", "-P", str(port)]
+    batch = os.path.join(work, "batch")
+    with open(batch, "w") as handle:
+        for name in names:
+            handle.write('get "%s/%s" "%s/%s"\n' % (source, name, target, name))
+    methods = {
+        ("file", "ours"): lambda: ours_file(source, target, names, args.fsync),
+        ("file", "cp"): lambda: tool(
+            ["/bin/cp"] + [os.path.join(source, n) for n in names] + [target + "/"], target, args.fsync),
+        ("sftp", "ours"): lambda: ours_sftp(probe, server, source, target, names, args.fsync),
+        # scp (SFTP protocol) globs remote paths: a backslash keeps each space a space
+        ("sftp", "scp"): lambda: tool(
+            ["scp"] + ssh_options + [remote_path(source, n) for n in names] + [target + "/"], target, args.fsync),
+        ("sftp", "sftp"): lambda: tool(["sftp"] + ssh_options + ["-b", batch, "root@127.0.0.1"], target, args.fsync),
+    }
+    methods = {k: run for k, run in methods.items() if args.transport in ("both", k[0])}
+    seconds = {k: [] for k in methods}
+    try:
+        # One transport after the other (the file copier never has paramiko's
+        # transport thread beside it, as in a real copier); within one,
+        # interleaved: every method once per round, starting one further each round.
+        for transport in ("file", "sftp"):
+            order = [k for k in methods if k[0] == transport]
+            for round_number in range(args.rounds if order else 0):
+                shift = round_number % len(order)
+                for k in order[shift:] + order[:shift]:
+                    drop_target(target)
+                    os.sync()  # the last method's dirty pages are not written back on this one's time
+                    start = time.perf_counter()
+                    methods[k]()
+                    seconds[k].append(time.perf_counter() - start)
+                    for name in names:
+                        if os.path.getsize(os.path.join(target, name)) != args.size_mib << 20:
+                            raise SystemExit("%s %s: %s has the wrong size" % (k + (name,)))
+    finally:
+        probe.close()
+    return seconds
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=256)
@@ -126,51 +152,11 @@ def main():
     work = tempfile.mkdtemp(prefix="hpc_mirror_bench_ssh.")
     os.environ["HOME"] = work  # the copier's host key policy reads ~/.ssh/known_hosts
     os.makedirs(os.path.join(work, ".ssh"))
-    sshd, port, known = start_sshd(work)
-    shutil.copy(known, os.path.join(work, ".ssh", "known_hosts"))
-    key = os.path.join(work, "client_key")
-    server = "sftp://root@127.0.0.1:%d/" % port
-    credential = types.SimpleNamespace(ssh_keyfile=key)
-    options = types.SimpleNamespace(credentials=types.SimpleNamespace(get=lambda url: (True, credential)))
-    probe = copier.SftpProbe(options)
-    ssh_options = ["-q", "-i", key, "-o", "UserKnownHostsFile=" + known, "-o", "BatchMode=yes", "-P", str(port)]
-    batch = os.path.join(work, "batch")
-    with open(batch, "w") as handle:
-        for name in names:
-            handle.write('get "%s/%s" "%s/%s"\n' % (source, name, target, name))
-    methods = {
-        ("file", "ours"): lambda: ours_file(source, target, names, args.fsync),
-        ("file", "cp"): lambda: tool(
-            ["/bin/cp"] + [os.path.join(source, n) for n in names] + [target + "/"], target, args.fsync),
-        ("sftp", "ours"): lambda: ours_sftp(probe, server, source, target, names, args.fsync),
-        # scp (SFTP protocol) globs remote paths: a backslash keeps each space a space
-        ("sftp", "scp"): lambda: tool(
-            ["scp"] + ssh_options + [remote_path(source, n) for n in names] + [target + "/"], target, args.fsync),
-        ("sftp", "sftp"): lambda: tool(["sftp"] + ssh_options + ["-b", batch, "root@127.0.0.1"], target, args.fsync),
-    }
-    methods = {key: run for key, run in methods.items() if args.transport in ("both", key[0])}
-    seconds = {key: [] for key in methods}
     try:
-        # One transport after the other (the file copier never has paramiko's
-        # transport thread beside it, as in a real copier); within one,
-        # interleaved: every method once per round, starting one further each round.
-        for transport in ("file", "sftp"):
-            order = [key for key in methods if key[0] == transport]
-            for round_number in range(args.rounds if order else 0):
-                shift = round_number % len(order)
-                for key in order[shift:] + order[:shift]:
-                    drop_target(target)
-                    os.sync()  # the last method's dirty pages are not written back on this one's time
-                    start = time.perf_counter()
-                    methods[key]()
-                    seconds[key].append(time.perf_counter() - start)
-                    for name in names:
-                        if os.path.getsize(os.path.join(target, name)) != args.size_mib << 20:
-                            raise SystemExit("%s %s: %s has the wrong size" % (key + (name,)))
+        with sshd_for_root(work) as (port, known, key):
+            shutil.copy(known, os.path.join(work, ".ssh", "known_hosts"))
+            seconds = measure(args, source, target, names, work, port, known, key)
     finally:
-        probe.close()
-        sshd.terminate()
-        sshd.wait(10)
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(args.root, ignore_errors=True)
 

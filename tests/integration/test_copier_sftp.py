@@ -9,25 +9,19 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import shutil
-import socket
 import stat
-import subprocess
 import sys
-import time
-import types
 
 import pytest
 
-import sarracenia
-import sarracenia.config
-import sarracenia.flow
 from sarracenia.config.credentials import CredentialDB
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "roles", "mirror", "files"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "helpers"))
 
-import hpc_mirror_copier as copier  # noqa: E402
+import loopback_sshd  # noqa: E402
+from copier_driver import start_copier, work  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd") or os.geteuid() != 0,
                                 reason="needs openssh-server (sshd) and root")
@@ -36,93 +30,31 @@ NAMES = [b"plain.txt", "café.txt".encode(), "日本 語.txt".encode(), b"caf\xe
          b"%#*?[\\'\"", "🙂".encode(), b"y" * 255]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def keygen(path):
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
-    return open(str(path) + ".pub").read().split()[:2]
-
-
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     """A real sshd on 127.0.0.1 letting root in with a fresh key; HOME knows its host key."""
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     monkeypatch.setenv("HOME", str(home))
-    host_type, host_key = keygen(tmp_path / "host_key")
-    keygen(tmp_path / "client_key")
-    authorized = tmp_path / "authorized_keys"
-    shutil.copy(str(tmp_path / "client_key.pub"), str(authorized))
-    port = free_port()
-    (home / ".ssh" / "known_hosts").write_text("[127.0.0.1]:%d %s %s\n" % (port, host_type, host_key))
-    config = tmp_path / "sshd_config"
-    config.write_text("ListenAddress 127.0.0.1\nPort %d\nHostKey %s\nPidFile %s\nUsePAM no\nStrictModes no\n"
-                      "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
-                      "AuthorizedKeysFile %s\nSubsystem sftp internal-sftp\n"
-                      % (port, tmp_path / "host_key", tmp_path / "sshd.pid", authorized))
-    os.makedirs("/run/sshd", exist_ok=True)
-    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.time() < deadline, "sshd did not start"
-                time.sleep(0.1)
+    loopback_sshd.keygen(tmp_path / "client_key")
+    with loopback_sshd.sshd(tmp_path, authorized_keys=tmp_path / "client_key.pub") as (port, (kind, key)):
+        (home / ".ssh" / "known_hosts").write_text("[127.0.0.1]:%d %s %s\n" % (port, kind, key))
         yield "sftp://root@127.0.0.1:%d/" % port, str(tmp_path / "client_key")
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture
 def running(server, tmp_path):
     url, key = server
-    source, destination = tmp_path / "src", tmp_path / "dst"
-    source.mkdir()
-    destination.mkdir()
-    options = sarracenia.config.default_config()
-    options.baseDir, options.directory, options.download = str(source), str(destination), True
-    options.hpcMirrorSourceUrl = url
-    options.credentials = CredentialDB()
-    options.credentials.add(url, None)
-    options.credentials.get(url)[1].ssh_keyfile = key
-    state = tmp_path / "state"
-    state.mkdir()
-    options.pid_filename = str(state / "sarra_copy_01.pid")
-    flow = sarracenia.flow.Flow.__new__(sarracenia.flow.Flow)
-    flow.o = options
-    plugin = copier.Copier(options)
-    plugin.on_start()
-
-    def message(relative, **fields):
-        msg = sarracenia.Message()
-        rel = os.path.join(os.fsencode(str(source)), relative).lstrip(b"/").decode("utf-8", "surrogateescape")
-        msg.update({"baseUrl": url, "relPath": rel})
-        msg.update(fields)
-        flow.updateFieldsAccepted(msg, url + rel, None, str(destination), None, True, 0, None, "/")
-        return msg
-    yield types.SimpleNamespace(plugin=plugin, message=message, source=os.fsencode(str(source)),
-                                destination=os.fsencode(str(destination)))
-    plugin.on_stop()
-
-
-def work(running, *messages):
-    worklist = types.SimpleNamespace(incoming=list(messages), ok=[], failed=[], rejected=[])
-    running.plugin.after_accept(worklist)
-    for msg in worklist.incoming:
-        os.makedirs(msg["new_dir"], exist_ok=True)
-        (worklist.ok if running.plugin.download(msg) else worklist.failed).append(msg)
-    worklist.incoming = []
-    running.plugin.after_work(worklist)
-    return worklist
+    source, destination, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    for directory in (source, destination, state):
+        directory.mkdir()
+    credentials = CredentialDB()
+    credentials.add(url, None)
+    credentials.get(url)[1].ssh_keyfile = key
+    copier = start_copier(source, destination, state, url=url, credentials=credentials)
+    copier.source, copier.destination = os.fsencode(str(source)), os.fsencode(str(destination))
+    yield copier
+    copier.plugin.on_stop()
 
 
 def test_every_name_is_copied_over_sftp(running):

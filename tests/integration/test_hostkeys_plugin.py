@@ -12,9 +12,7 @@ __metaclass__ = type
 import importlib.util
 import os
 import shutil
-import socket
-import subprocess
-import time
+import sys
 
 import paramiko
 import pytest
@@ -22,6 +20,10 @@ import pytest
 import sarracenia.transfer.sftp as sftp_transport
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "helpers"))
+
+import loopback_sshd  # noqa: E402
+
 PLUGIN = os.path.join(ROOT, "roles", "mirror", "files", "hpc_mirror_hostkeys.py")
 
 pytestmark = pytest.mark.skipif(not shutil.which("sshd") and not os.path.exists("/usr/sbin/sshd"),
@@ -35,43 +37,11 @@ def load_plugin():
     return module
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def keygen(path):
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
-    return open(str(path) + ".pub").read().split()[:2]
-
-
 @pytest.fixture
 def sshd(tmp_path):
     """A real sshd on 127.0.0.1 with its own host key; yields (port, public key)."""
-    host_key = tmp_path / "host_key"
-    public = keygen(host_key)
-    port = free_port()
-    config = tmp_path / "sshd_config"
-    config.write_text("ListenAddress 127.0.0.1\nPort %d\nHostKey %s\nPidFile %s\nUsePAM no\n"
-                      "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-                      % (port, host_key, tmp_path / "sshd.pid"))
-    os.makedirs("/run/sshd", exist_ok=True)
-    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.time() < deadline, "sshd did not start"
-                time.sleep(0.1)
+    with loopback_sshd.sshd(tmp_path) as (port, public):
         yield port, public
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture
@@ -94,7 +64,7 @@ def connect_as_sr3(port):
 
 def test_listed_key_passes_the_host_check(sshd, strict, tmp_path):
     port, (keytype, key) = sshd
-    other_type, other_key = keygen(tmp_path / "other_node")
+    other_type, other_key = loopback_sshd.keygen(tmp_path / "other_node")
     known = tmp_path / "known_hosts"
     # An alias naming two nodes: the first line is the other node's key.
     known.write_text("[127.0.0.1]:%d %s %s\n[127.0.0.1]:%d %s %s\n" % (port, other_type, other_key, port, keytype, key))
@@ -116,7 +86,7 @@ def test_hashed_known_hosts_entries_are_understood(sshd, strict, tmp_path):
 
 def test_unlisted_key_is_refused(sshd, strict, tmp_path):
     port, _key = sshd
-    wrong_type, wrong_key = keygen(tmp_path / "impostor")
+    wrong_type, wrong_key = loopback_sshd.keygen(tmp_path / "impostor")
     known = tmp_path / "known_hosts"
     known.write_text("[127.0.0.1]:%d %s %s\n" % (port, wrong_type, wrong_key))
     strict.install([str(known)])

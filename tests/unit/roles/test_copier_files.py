@@ -24,16 +24,15 @@ import types
 
 import pytest
 
-import sarracenia
-import sarracenia.config
-import sarracenia.flow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 FILES = os.path.join(ROOT, "roles", "mirror", "files")
 sys.path.insert(0, FILES)
+sys.path.insert(0, os.path.join(ROOT, "tests", "helpers"))
 
 import hpc_mirror_copier as copier  # noqa: E402
 import hpc_mirror_files as files  # noqa: E402
+from copier_driver import start_copier, work  # noqa: E402
 
 NAMES = [b"plain.txt", "café.txt".encode(), "ünïcödé_日本.txt".encode(), "e\u0301".encode(), b"caf\xe9-latin1",
          b"tab\there", b"new\nline", b"%#*?[\\'\" ", b"-dash", b".dot", "🙂".encode(), b"x" * 255,
@@ -203,42 +202,11 @@ def test_remove_leftover_touches_only_our_names(trees):
 
 @pytest.fixture
 def running(trees, tmp_path, monkeypatch):
-    """A Copier with real sr3 options, and a function making accepted messages."""
-    source, destination = trees
+    """A Copier with real sr3 options (instance 2), and a function making accepted messages."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    options = sarracenia.config.default_config()
-    options.baseDir, options.directory, options.download = source, destination, True
-    options.hpcMirrorSourceUrl = "file:/"
     state = tmp_path / "cache" / "sarra" / "copy"
     state.mkdir(parents=True)
-    options.pid_filename = str(state / "sarra_copy_02.pid")
-    options.no = 2
-    flow = sarracenia.flow.Flow.__new__(sarracenia.flow.Flow)
-    flow.o = options
-    plugin = copier.Copier(options)
-    plugin.on_start()
-
-    def message(relative, **fields):
-        msg = sarracenia.Message()
-        rel = os.path.join(source, relative).lstrip("/")
-        msg.update({"baseUrl": "file:/", "relPath": rel})
-        msg.update(fields)
-        flow.updateFieldsAccepted(msg, "file:/" + rel, None, destination, None, True, 0, None, "/")
-        return msg
-    return types.SimpleNamespace(plugin=plugin, message=message, source=source, destination=destination,
-                                 state=state)
-
-
-def work(running, *messages):
-    """after_accept, then download for what is left, as sr3's do_download would."""
-    worklist = types.SimpleNamespace(incoming=list(messages), ok=[], failed=[], rejected=[])
-    running.plugin.after_accept(worklist)
-    for msg in worklist.incoming:
-        os.makedirs(msg["new_dir"], exist_ok=True)
-        (worklist.ok if running.plugin.download(msg) else worklist.failed).append(msg)
-    worklist.incoming = []
-    running.plugin.after_work(worklist)
-    return worklist
+    return start_copier(trees[0], trees[1], state, instance=2)
 
 
 def test_copier_copies_a_setuid_file_without_setuid(running):
