@@ -7,7 +7,6 @@ to a winnow exchange, as a hostile job could.
 """
 
 import json
-import os
 import time
 
 testinfra_hosts = ["broker-local"]
