@@ -332,6 +332,7 @@ class Copier(FlowCB):
         self.guard = guard.Guard(options.hpcMirrorSourceUrl or "", self.tree_top or "/",
                                  self.destination_top or "/")
         self.rejected = collections.Counter()
+        self.conflicts_kept = 0
         self.conflicts = conflicts.ConflictArea(
             self.destination_top, options.hpcMirrorConflictDir, options.hpcMirrorGeneration,
             options.hpcMirrorConflictSince) if options.hpcMirrorConflictDir else None
@@ -352,7 +353,7 @@ class Copier(FlowCB):
         try:
             write_json_atomically(self.counts_file, {
                 "rejected": dict(self.rejected), "unsafe_names": self.rejected.get("unsafe_name", 0),
-                "since": self.since, "updated": time.time()})
+                "conflicts_kept": self.conflicts_kept, "since": self.since, "updated": time.time()})
         except OSError as error:
             logger.error("cannot write %s: %s", self.counts_file, error)
 
@@ -490,7 +491,7 @@ class Copier(FlowCB):
             return None
         record = self.conflicts.keep(destination, relative_dir, name, st, incoming,
                                      conflicts.reason_for(st, incoming))
-        self.count("conflicts_kept")
+        self.conflicts_kept += 1
         logger.warning("kept %s aside as %s: %s", shown(record["path"]), shown(record["kept"]), record["reason"])
         return record
 

@@ -343,6 +343,10 @@ def test_a_newer_file_on_the_recovering_side_is_kept_aside(recovering):
     assert record["incoming"]["mtime_ns"] == 900_000 * 10**9
     with open(os.path.join(recovering.destination, record["kept"])) as handle:
         assert handle.read() == "the last write before the outage"
+    recovering.plugin.on_housekeeping()
+    with open(os.path.join(str(recovering.state), "hpc_mirror_copier_02.json")) as handle:
+        counts = json.load(handle)
+    assert counts["conflicts_kept"] == 1 and counts["rejected"] == {}
 
 
 def test_a_file_changed_in_the_window_is_kept_even_when_the_other_side_is_newer(recovering):
