@@ -35,11 +35,13 @@ def start_copier(source, destination, state_dir, url="file:/", instance=1, crede
     plugin.on_start()
 
     def message(relative, **fields):
+        """As sr3 gathers, then filters it: after_gather, then sr3's own updateFieldsAccepted."""
         msg = sarracenia.Message()
         rel = os.fsdecode(os.path.join(os.fsencode(str(source)), os.fsencode(relative)).lstrip(b"/"))
         msg.update({"baseUrl": url, "relPath": rel})
         msg.update(fields)
-        flow.updateFieldsAccepted(msg, url + rel, None, str(destination), None, True, 0, None, "/")
+        plugin.after_gather(types.SimpleNamespace(incoming=[msg]))
+        flow.updateFieldsAccepted(msg, url + msg["relPath"], None, str(destination), None, True, 0, None, "/")
         return msg
     return types.SimpleNamespace(plugin=plugin, message=message, source=source, destination=destination,
                                  state=state_dir)

@@ -48,6 +48,7 @@ import collections
 import json
 import logging
 import os
+import posixpath
 import stat
 import time
 
@@ -88,6 +89,11 @@ def tolerant_logging():
                 stream.reconfigure(errors="backslashreplace")
             except (ValueError, OSError):  # a closed or unusual stream: leave it
                 pass
+
+
+# after_gather: where the real relPath waits while sr3 filters a stand-in without '$'.
+HIDDEN_REL_PATH = "_hpc_mirror_relPath"
+DOLLAR_STAND_IN = "\uf8ff"  # a private-use character: no expansion, never in a pattern
 
 
 class SourceChanged(Exception):
@@ -402,9 +408,27 @@ class Copier(FlowCB):
         worklist.rejected.append(message)
         logger.error("rejected (%s): %s", reason, detail)
 
+    def after_gather(self, worklist):
+        """Hide every '$' of relPath from sr3's filter until after_accept.
+
+        sr3 builds the destination directory through sundew_dirPattern (which
+        drops '$') and variableExpansion (which substitutes ${...} and raises on
+        some, e.g. ${PATH}: an exception there ends the copier, and the message,
+        redelivered, ends the next one). mirror_destination sets the directory
+        from the real relPath afterwards.
+        """
+        for message in worklist.incoming:
+            rel_path = message.get("relPath")
+            if isinstance(rel_path, str) and "$" in rel_path and HIDDEN_REL_PATH not in message:
+                message[HIDDEN_REL_PATH] = rel_path
+                message["_deleteOnPost"] |= set([HIDDEN_REL_PATH])
+                message["relPath"] = rel_path.replace("$", DOLLAR_STAND_IN)
+
     def after_accept(self, worklist):
         incoming = []
         for message in worklist.incoming:
+            if HIDDEN_REL_PATH in message:
+                message["relPath"] = message.pop(HIDDEN_REL_PATH)
             if is_tree_top(message, self.tree_top):
                 message.setReport(304, "the tree's top directory is the deploy's, not copied")
                 worklist.rejected.append(message)
@@ -412,6 +436,7 @@ class Copier(FlowCB):
                 continue
             if self.o.hpcMirrorSr3cNames:
                 self.decode_sr3c_name(message)
+            self.mirror_destination(message)
             refused = self.guard.check(message)
             if refused:
                 self.refuse(message, refused.reason, refused.detail, worklist)
@@ -422,6 +447,10 @@ class Copier(FlowCB):
                 if "newname" in message:
                     del message["newname"]
             self.restore_link_target(message)
+            if set(message.get("fileOp") or {}) == {"link"}:
+                # The copier makes the link from the source itself (safely, with the link's
+                # own times, as it is now); sr3 would make it by path, with no times.
+                del message["fileOp"]
             if "mode" in message:
                 mode = guard.masked_mode(message["mode"], self.o.hpcMirrorKeepSetid)
                 if mode is None:
@@ -451,7 +480,25 @@ class Copier(FlowCB):
             if os.path.lexists(os.path.join(top, literal_below)):
                 return
         message["relPath"] = decoded
-        message["new_dir"], message["new_file"] = os.path.split(os.path.join(self.destination_top, below))
+
+    def mirror_destination(self, message):
+        """Set the destination from relPath: the same path below the destination's top.
+
+        sr3 also expands ${...} in the directory it computes (a directory named
+        '$HOME' went elsewhere) and lets a 'rename' field redirect it. A relPath
+        the guard will refuse is left as it is.
+        """
+        rel_path = message.get("relPath")
+        if not isinstance(rel_path, str) or not self.tree_top or not self.destination_top:
+            return
+        try:
+            source = guard.absolute(rel_path, "relPath")
+        except guard.Refused:
+            return
+        if guard.inside(source, posixpath.normpath(self.tree_top)):
+            below = source[len(posixpath.normpath(self.tree_top)):].lstrip("/")
+            message["new_dir"], message["new_file"] = posixpath.split(
+                posixpath.join(posixpath.normpath(self.destination_top), below))
 
     def removal_applies(self, message, worklist):
         """False when the removal must not run now (the message was moved to a list)."""
@@ -543,7 +590,8 @@ class Copier(FlowCB):
             incoming = (source.st.st_size, times_ns(source.st, message)[1])
             self.keep_before_change(message, message["new_dir"], name, incoming, destination)
         if source.kind == "link":
-            destination.install_link(name, source.target, announce=self.announce(target_dir))
+            destination.install_link(name, source.target, announce=self.announce(target_dir),
+                                     times_ns=times_ns(source.st, message))
             message["size"] = 0
         elif source.kind == "directory":
             destination.make_directory(name, self.mode_of(source.st) or 0o755)

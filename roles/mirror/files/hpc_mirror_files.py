@@ -218,13 +218,15 @@ class Destination:
             os.fsync(self.fd)
         return written
 
-    def install_link(self, name, target, announce=None):
-        """Make name a symbolic link to target, replacing what was there in one rename."""
+    def install_link(self, name, target, announce=None, times_ns=None):
+        """Make name a symbolic link to target (with times_ns, the link's own times), in one rename."""
         temporary = temporary_name()
         if announce:
             announce(temporary)
         os.symlink(target, temporary, dir_fd=self.fd)
         try:
+            if times_ns:
+                os.utime(temporary, ns=times_ns, dir_fd=self.fd, follow_symlinks=False)
             os.rename(temporary, os.fsencode(name), src_dir_fd=self.fd, dst_dir_fd=self.fd)
         except BaseException:
             self.discard(temporary)

@@ -451,3 +451,26 @@ def test_tolerant_logging_writes_names_that_are_not_utf8(tmp_path):
         root.removeHandler(handler)
         handler.close()
     assert "downloaded ok: caf\\udce9" in log.read_text()
+
+
+@pytest.mark.parametrize("directory", ["$HOME", "${HOME}", "a$b", "${PATH}x"])
+def test_a_directory_with_a_dollar_keeps_its_name(running, directory):
+    """sr3 expands ${...} in the destination directory it computes: the copier uses relPath."""
+    set_file(os.path.join(running.source, directory, "f"), "data", 1_000_000)
+    result = work(running, running.message(directory + "/f"))
+    assert len(result.ok) == 1, result.rejected
+    with open(os.path.join(running.destination, directory, "f")) as handle:
+        assert handle.read() == "data"
+
+
+def test_a_link_event_makes_the_link_with_its_own_times(running):
+    link = os.path.join(running.source, "d", "link")
+    os.makedirs(os.path.dirname(link))
+    os.symlink("../target with space", link)
+    os.utime(link, ns=(1_000_000_000_000_000_001, 1_500_000_000_000_000_007), follow_symlinks=False)
+    message = running.message("d/link", fileOp={"link": "../target with space"})
+    result = work(running, message)
+    assert len(result.ok) == 1 and "fileOp" not in message
+    copy = os.path.join(running.destination, "d", "link")
+    assert os.readlink(copy) == "../target with space"
+    assert os.lstat(copy).st_mtime_ns == 1_500_000_000_000_000_007
