@@ -14,6 +14,7 @@ import sarracenia.config
 import sarracenia.flow
 
 import hpc_mirror_copier as copier
+import hpc_mirror_dollar as dollar
 
 
 def start_copier(source, destination, state_dir, url="file:/", instance=1, credentials=None):
@@ -35,13 +36,14 @@ def start_copier(source, destination, state_dir, url="file:/", instance=1, crede
     plugin.on_start()
 
     def message(relative, **fields):
-        """As sr3 gathers, then filters it: after_gather, then sr3's own updateFieldsAccepted."""
+        """As sr3 gathers and filters it, hpc_mirror_dollar around sr3's own updateFieldsAccepted."""
         msg = sarracenia.Message()
         rel = os.fsdecode(os.path.join(os.fsencode(str(source)), os.fsencode(relative)).lstrip(b"/"))
         msg.update({"baseUrl": url, "relPath": rel})
         msg.update(fields)
-        plugin.after_gather(types.SimpleNamespace(incoming=[msg]))
+        dollar.hide(msg)
         flow.updateFieldsAccepted(msg, url + msg["relPath"], None, str(destination), None, True, 0, None, "/")
+        dollar.restore(msg)
         return msg
     return types.SimpleNamespace(plugin=plugin, message=message, source=source, destination=destination,
                                  state=state_dir)

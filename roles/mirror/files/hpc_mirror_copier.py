@@ -91,11 +91,6 @@ def tolerant_logging():
                 pass
 
 
-# after_gather: where the real relPath waits while sr3 filters a stand-in without '$'.
-HIDDEN_REL_PATH = "_hpc_mirror_relPath"
-DOLLAR_STAND_IN = "\uf8ff"  # a private-use character: no expansion, never in a pattern
-
-
 class SourceChanged(Exception):
     """The source was written while it was copied: the copy would mix versions."""
 
@@ -408,27 +403,9 @@ class Copier(FlowCB):
         worklist.rejected.append(message)
         logger.error("rejected (%s): %s", reason, detail)
 
-    def after_gather(self, worklist):
-        """Hide every '$' of relPath from sr3's filter until after_accept.
-
-        sr3 builds the destination directory through sundew_dirPattern (which
-        drops '$') and variableExpansion (which substitutes ${...} and raises on
-        some, e.g. ${PATH}: an exception there ends the copier, and the message,
-        redelivered, ends the next one). mirror_destination sets the directory
-        from the real relPath afterwards.
-        """
-        for message in worklist.incoming:
-            rel_path = message.get("relPath")
-            if isinstance(rel_path, str) and "$" in rel_path and HIDDEN_REL_PATH not in message:
-                message[HIDDEN_REL_PATH] = rel_path
-                message["_deleteOnPost"] |= set([HIDDEN_REL_PATH])
-                message["relPath"] = rel_path.replace("$", DOLLAR_STAND_IN)
-
     def after_accept(self, worklist):
         incoming = []
         for message in worklist.incoming:
-            if HIDDEN_REL_PATH in message:
-                message["relPath"] = message.pop(HIDDEN_REL_PATH)
             if is_tree_top(message, self.tree_top):
                 message.setReport(304, "the tree's top directory is the deploy's, not copied")
                 worklist.rejected.append(message)
@@ -484,9 +461,9 @@ class Copier(FlowCB):
     def mirror_destination(self, message):
         """Set the destination from relPath: the same path below the destination's top.
 
-        sr3 also expands ${...} in the directory it computes (a directory named
-        '$HOME' went elsewhere) and lets a 'rename' field redirect it. A relPath
-        the guard will refuse is left as it is.
+        sr3 drops '$' from the directory it computes and lets a 'rename' field
+        redirect it (hpc_mirror_dollar keeps ${...} from being expanded). A
+        relPath the guard will refuse is left as it is.
         """
         rel_path = message.get("relPath")
         if not isinstance(rel_path, str) or not self.tree_top or not self.destination_top:

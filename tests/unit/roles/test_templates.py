@@ -272,6 +272,7 @@ def test_post_conf_watch(rendered):
     assert one(pairs, "fileEvents") == "create,modify,link,mkdir,delete,rmdir"
     # sr3 watch would post what inotify saw every 5 s: Pace looks every 0.1 s
     assert one(pairs, "sleep") == "0.01"
+    assert values(pairs, "flowcb_prepend") == ["hpc_mirror_dollar.Dollar"]
     # Split: any name gets an exchange and a routing key (sr3 3.3.1 drops some)
     assert values(pairs, "flowcb") == ["hpc_mirror_pace.Pace", "hpc_mirror_split.Split"]
     assert one(pairs, "paceInterval") == "0.1"
@@ -394,7 +395,7 @@ def test_winnow_conf_with_hold(rendered):
         assert one(pairs, "instances") == "1"
         assert one(pairs, "expire") == "7d"
         # MDelayLatest's semantics in linear time; idle queue polled every 0.1 s
-        assert one(pairs, "flowcb_prepend") == "hpc_mirror_pace.Hold"
+        assert values(pairs, "flowcb_prepend") == ["hpc_mirror_pace.Hold", "hpc_mirror_dollar.Dollar"]
         assert one(pairs, "mdelay") == "30"
         assert one(pairs, "sleep") == "0.01"
         assert values(pairs, "flowcb") == ["hpc_mirror_pace.Pace", "hpc_mirror_split.Split"]
@@ -418,7 +419,7 @@ def test_winnow_conf_without_hold(rendered):
     assert one(pairs, "exchange") == names["exchanges"]["winnow"][0]
     assert one(pairs, "queueName") == names["queues"][config]
     assert one(pairs, "instances") == "1"
-    assert values(pairs, "flowcb_prepend") == []
+    assert values(pairs, "flowcb_prepend") == ["hpc_mirror_dollar.Dollar"]
     assert values(pairs, "mdelay") == []
     assert values(pairs, "runStateThreshold_lag") == []
     assert not any("MDelayLatest" in line for line in read_lines(config_path(rendered, "shim", config)))
@@ -442,7 +443,7 @@ def test_copy_conf(rendered, variant):
     assert one(pairs, "mirror") == "on"
     assert one(pairs, "instances") == str(variables["mirror_copy_instances"])
     assert one(pairs, "retry_ttl") == variables["mirror_retry_ttl"]
-    assert one(pairs, "flowcb_prepend") == "hpc_mirror_copier.Copier"
+    assert values(pairs, "flowcb_prepend") == ["hpc_mirror_copier.Copier", "hpc_mirror_dollar.Dollar"]
     # the copier writes every file itself: sr3's accelerator (a split command line) is never used
     assert values(pairs, "accelThreshold") == [] and values(pairs, "accelCpCommand") == []
     assert one(pairs, "hpcMirrorSourceUrl") == variables.get("mirror_source_url", "file:/")
@@ -508,7 +509,8 @@ def test_reference_profile(rendered):
             "prefetch")
     for config in names["winnows"]:
         pairs = settings(config_path(rendered, "reference", config))
-        assert one(pairs, "flowcb_prepend") == "sarracenia.flowcb.mdelaylatest.MDelayLatest"
+        assert values(pairs, "flowcb_prepend") == ["sarracenia.flowcb.mdelaylatest.MDelayLatest",
+                                                   "hpc_mirror_dollar.Dollar"]
         assert one(pairs, "mdelay") == "30"
         assert one(pairs, "nodupe_ttl") == "60"
         # a correction, not a tuning: the reference re-posts every name too
