@@ -1,10 +1,11 @@
 # The two commands of README.md.
 #   make demo  - on a fresh Debian/Ubuntu machine as root: a single-host mirror, shown working
+#                (make demo-remove stops and removes it)
 #   make test  - the whole test suite (lint, unit and integration tests, molecule)
 VENV ?= .venv
 PYTHON ?= python3
 
-.PHONY: demo test lint unit molecule venv clean
+.PHONY: demo demo-remove test lint unit molecule venv clean
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +17,9 @@ venv: $(VENV)/.installed
 
 demo:
 	bash scripts/demo.sh
+
+demo-remove:
+	bash scripts/demo.sh remove
 
 test: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/test.sh

@@ -2,11 +2,16 @@
 # One command, on a fresh Debian or Ubuntu machine as root: install everything,
 # deploy a single-host mirror (inventories/local), write a sample tree into the
 # primary, wait for the copy, audit it and print a one-screen result.
+#
+#   bash scripts/demo.sh           # make demo
+#   bash scripts/demo.sh remove    # make demo-remove: stop and remove what the demo made
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s.%N)
 log=/var/tmp/hpc_mirror_demo.log
-: >"$log"
+# Whether RabbitMQ and the Erlang port mapper ran before the first demo, for remove.
+state=/var/tmp/hpc_mirror_demo.state
+audit_dir=/var/tmp/hpc_mirror_demo_audit
 
 say() { printf '%s\n' "$*"; }
 run() { "$@" >>"$log" 2>&1 || { say "FAILED: $* (see $log)"; tail -n 25 "$log"; exit 1; }; }
@@ -18,6 +23,44 @@ user=opsm
 primary=/var/tmp/hpc_mirror/primary
 secondary=/var/tmp/hpc_mirror/secondary
 inventory=inventories/local
+flow=mirror_primary_to_secondary
+
+running() { pgrep "$@" >/dev/null && echo running || echo stopped; }
+
+remove() {
+  : >"$log"
+  say "removing the demo: its flow, the user $user and $primary, $secondary"
+  export PATH=$PWD/.venv/bin:$PATH
+  if id "$user" >/dev/null 2>&1 && [ -x .venv/bin/ansible-playbook ] && pgrep -u rabbitmq -x beam.smp >/dev/null; then
+    ansible-playbook -i "$inventory" remove.yml -e remove_confirm=primary_to_secondary >>"$log" 2>&1 \
+      || say "remove.yml failed (see $log): removing the rest anyway"
+  fi
+  if id "$user" >/dev/null 2>&1; then
+    # whatever of the user's still runs (remove.yml stopped the flow): by pid
+    pids=$(pgrep -u "$user" || true)
+    [ -z "$pids" ] || { kill $pids 2>/dev/null || true; sleep 2; kill -KILL $(pgrep -u "$user") 2>/dev/null || true; }
+    run userdel --remove "$user"
+  fi
+  if pgrep -u rabbitmq -x beam.smp >/dev/null; then
+    rabbitmqctl -q delete_user "$user" >>"$log" 2>&1 || true
+    rabbitmqctl -q delete_vhost hpc_mirror >>"$log" 2>&1 || true
+  fi
+  read -r broker_before epmd_before 2>/dev/null <"$state" || true
+  if [ "${broker_before:-}" = stopped ] && pgrep -u rabbitmq -x beam.smp >/dev/null; then
+    run rabbitmqctl -q shutdown
+  fi
+  if [ "${epmd_before:-}" = stopped ] && pgrep -x epmd >/dev/null; then epmd -kill >>"$log" 2>&1 || true; fi
+  rm -rf /var/tmp/hpc_mirror "$audit_dir" "$state" "$HOME/.config/hpc_mirror/local_broker_password"
+  say "removed; left in place: the distribution packages, .venv, /etc/rabbitmq/{rabbitmq.conf,enabled_plugins}, $log"
+}
+
+case "${1:-}" in
+  "") ;;
+  remove) remove; exit 0 ;;
+  *) say "usage: $0 [remove]"; exit 2 ;;
+esac
+: >"$log"
+[ -f "$state" ] || echo "$(running -u rabbitmq -x beam.smp) $(running -x epmd)" >"$state"
 
 say "1/5 installing system packages and the Ansible virtualenv (.venv)"
 if ! python3 -c 'import venv, ensurepip' 2>/dev/null || ! command -v make >/dev/null; then
@@ -52,6 +95,10 @@ runuser -u "$user" -- bash -e -c "
   mkdir -p '$demo/results/run1' '$demo/src/lib' '$demo/scratch'
   for i in \$(seq 1 50); do echo \"result \$i\" > '$demo/results/run1/out_'\$i'.txt'; done
   head -c 3000000 /dev/urandom > '$demo/results/run1/big.bin'
+  # above sr3's accelThreshold (1 MiB), with a space in its name
+  head -c 2000000 /dev/urandom > '$demo/results/run1/big file.bin'
+  # a name beyond ASCII
+  echo 'bonjour' > '$demo/results/café.txt'
   printf 'int main(void) { return 0; }\n' > '$demo/src/main.c'
   echo 'draft' > '$demo/src/lib/util.c.new'
   mv '$demo/src/lib/util.c.new' '$demo/src/lib/util.c'
@@ -59,44 +106,18 @@ runuser -u "$user" -- bash -e -c "
   echo 'temporary' > '$demo/scratch/delete_me'
   rm '$demo/scratch/delete_me'
 "
-written=$(date +%s.%N)
 wait_json=$(python3 scripts/wait_mirrored.py "$demo" "${secondary}${demo#"$primary"}" $((hold + 180))) || true
 
 say "5/5 auditing the whole mirror (ansible-playbook audit.yml)"
+# A report directory of this run only: the summary reads the files audit.yml writes there.
+rm -rf "$audit_dir"
+audit_started=$(date +%s.%N)
 audit_rc=0
-ansible-playbook -i "$inventory" audit.yml >>"$log" 2>&1 || audit_rc=$?
-differences=$(sed -n 's/.*differences: \([0-9][0-9]*\).*/\1/p' "$log" | tail -n 1)
-entries=$(sed -n 's/.*entries: source \([0-9][0-9]*\).*/\1/p' "$log" | tail -n 1)
-python3 - "$wait_json" "$hold" "$started" "$written" "${differences:-?}" "${entries:-?}" "$audit_rc" "$tally" "$tally_before" <<'PY'
-import json, sys, time
-wait, hold, started, written, differences, entries, audit_rc, tally, before = sys.argv[1:]
-wait, hold, before = json.loads(wait), float(hold), json.loads(before)
-print()
-print("=" * 64)
-print("sr3.hpc_mirror demo: /var/tmp/hpc_mirror/primary -> /var/tmp/hpc_mirror/secondary")
-print("-" * 64)
-state = "mirrored" if wait["converged"] else "NOT mirrored after %.0f s" % wait["seconds"]
-print("sample tree     %d files (%.1f MB), %d entries: %s" % (wait["files"], wait["bytes"] / 1e6, wait["entries"], state))
-print("time to copy    %.1f s after the last write (hold %.0f s, lag beyond the hold %.1f s)"
-      % (wait["seconds"], hold, max(0.0, wait["seconds"] - hold)))
-# The tally's metrics file is rewritten every few seconds: wait until it counted the sample.
-report, deadline = {}, time.time() + 30
-while time.time() < deadline:
-    try:
-        report = json.load(open(tally)).get("hpc_mirror_tally", {})
-    except (OSError, ValueError):
-        report = {}
-    if report.get("totals", {}).get("files", 0) - before.get("files", 0) >= wait["files"]:
-        break
-    time.sleep(1)
-totals = report.get("totals", {})
-print("tally           %d files, %.1f MB delivered; age of the last files when tallied mean %.1f s, max %.1f s"
-      % (totals.get("files", 0) - before.get("files", 0), (totals.get("bytes", 0) - before.get("bytes", 0)) / 1e6,
-         report.get("age_mean", 0), report.get("age_max", 0)))
-print("audit           %s entries in the primary, %s differences%s"
-      % (entries, differences, "" if audit_rc == "0" else "  (AUDIT FAILED)"))
-print("demo took       %.0f s in all" % (time.time() - float(started)))
-print("=" * 64)
-print("log: /var/tmp/hpc_mirror_demo.log   status: runuser -u opsm -- ~opsm/.local/share/hpc_mirror/venv/bin/sr3 status")
-sys.exit(0 if wait["converged"] and audit_rc == "0" else 1)
-PY
+ansible-playbook -i "$inventory" audit.yml -e audit_report_dir="$audit_dir" >>"$log" 2>&1 || audit_rc=$?
+summary_rc=0
+python3 scripts/demo_summary.py --wait "$wait_json" --hold "$hold" --started "$started" \
+  --audit-rc "$audit_rc" --audit-dir "$audit_dir" --audit-started "$audit_started" --flow "$flow" \
+  --tally "$tally" --tally-before "$tally_before" --primary "$primary" --secondary "$secondary" || summary_rc=$?
+say "log: $log   audit report: $audit_dir"
+say "status: runuser -u $user -- ~$user/.local/share/hpc_mirror/venv/bin/sr3 status   remove: make demo-remove"
+exit "$summary_rc"
