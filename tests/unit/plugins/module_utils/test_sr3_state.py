@@ -390,6 +390,8 @@ def test_retry_queue_files_are_those_sr3_writes(tmp_path):
 
     state = tmp_path / 'sarra' / 'm_copy'
     state.mkdir(parents=True)
+    # sr3 drops messages older than retry_ttl at housekeeping: posted 10 minutes ago
+    posted = time.strftime('%Y%m%dT%H%M%S', time.gmtime(time.time() - 600)) + '.264876842'
     found = {}
     for instance in (1, 2):
         options = sarracenia.config.default_config()
@@ -399,7 +401,7 @@ def test_retry_queue_files_are_those_sr3_writes(tmp_path):
         retry = Retry(options)
         retry.on_start()
         message = sarracenia.Message()
-        message.update(pubTime='20261207T145957.264876842', baseUrl='file:/', relPath='p/x%d' % instance)
+        message.update(pubTime=posted, baseUrl='file:/', relPath='p/x%d' % instance)
         message['_deleteOnPost'] = set()
 
         class Worklist(object):
@@ -418,7 +420,7 @@ def test_retry_queue_files_are_those_sr3_writes(tmp_path):
         ('post', 1, 'diskqueue_post_retry_001'), ('post', 2, 'diskqueue_post_retry_002.new')]
     assert found[1].metricsReport() == {'msgs_in_download_retry': 1, 'msgs_in_post_retry': 1}
     # and what sr3 wrote is read back: the oldest message of each kind
-    oldest = sr3_metrics.oldest_retry(listed, sr3_metrics.sr3_time('20261207T150957.264876842'))
+    oldest = sr3_metrics.oldest_retry(listed, sr3_metrics.sr3_time(posted) + 600)
     assert (oldest['download']['path'], oldest['download']['age'], oldest['download']['tries']) == ('p/x1', 600.0, 1)
     assert oldest['post']['path'] == 'p/x1' and oldest['post']['instance'] == 1
 
