@@ -107,6 +107,11 @@ def is_removal(message):
     return "remove" in (message.get("fileOp") or {})
 
 
+def is_mkdir(message):
+    file_op = message.get("fileOp") or {}
+    return "directory" in file_op and "remove" not in file_op and "rename" not in file_op
+
+
 def is_tree_top(message, base_dir):
     """True when the message is about base_dir itself, not a path below it."""
     if not base_dir or base_dir == "/":
@@ -423,6 +428,12 @@ class Copier(FlowCB):
                     continue
                 if "newname" in message:
                     del message["newname"]
+            elif is_mkdir(message) and self.probe.exists(message) is False:
+                # A retried or late mkdir must not bring back a directory the source removed.
+                message.setReport(410, "the source no longer has this directory")
+                worklist.rejected.append(message)
+                logger.info("not making %s: the source no longer has it", shown(destination_path(message)))
+                continue
             self.restore_link_target(message)
             if set(message.get("fileOp") or {}) == {"link"}:
                 # The copier makes the link from the source itself (safely, with the link's

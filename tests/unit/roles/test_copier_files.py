@@ -474,3 +474,13 @@ def test_a_link_event_makes_the_link_with_its_own_times(running):
     copy = os.path.join(running.destination, "d", "link")
     assert os.readlink(copy) == "../target with space"
     assert os.lstat(copy).st_mtime_ns == 1_500_000_000_000_000_007
+
+
+def test_a_mkdir_of_a_directory_the_source_removed_is_not_applied(running):
+    os.makedirs(os.path.join(running.source, "kept"))
+    gone = running.message("gone", fileOp={"directory": ""})
+    kept = running.message("kept", fileOp={"directory": ""})
+    worklist = types.SimpleNamespace(incoming=[gone, kept], ok=[], failed=[], rejected=[])
+    running.plugin.after_accept(worklist)
+    assert worklist.incoming == [kept] and worklist.rejected == [gone]
+    assert gone["report"]["code"] == 410

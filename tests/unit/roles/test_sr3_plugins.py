@@ -385,6 +385,7 @@ def test_copier_after_accept_rejects_the_tree_top(trees):
     top = trees.baseDir.lstrip("/")
     top_mkdir = message(fileOp={"directory": ""}, relPath=top, baseUrl="file:/")
     top_removal = message(fileOp={"remove": "", "directory": ""}, relPath="/" + top, baseUrl="file:/")
+    os.makedirs(os.path.join(trees.baseDir, "run"))
     below = mirrored(trees, "run", fileOp={"directory": ""})
     work = worklist(incoming=[top_mkdir, below, top_removal])
 

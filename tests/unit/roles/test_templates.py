@@ -454,7 +454,7 @@ def test_copy_conf(rendered, variant):
     assert one(pairs, "batch") == "20"
     assert one(pairs, "housekeeping") == "30"
     assert one(pairs, "sleep") == "0.01"
-    assert sorted(values(pairs, "flowcb")) == ["hpc_mirror_pace.Pace", "work.age"]
+    assert sorted(values(pairs, "flowcb")) == ["hpc_mirror_pace.Pace", "hpc_mirror_split.Split", "work.age"]
     assert one(pairs, "paceInterval") == "0.1"
     assert one(pairs, "logEvents") == "after_work,reject,on_housekeeping"
     assert one(pairs, "post_broker") == URLS[variant]
@@ -518,7 +518,7 @@ def test_reference_profile(rendered):
         assert all(values(pairs, keyword) == [] for keyword in ours)
     pairs = settings(config_path(rendered, "reference", names["copier"]))
     assert one(pairs, "instances") == "10"
-    assert values(pairs, "flowcb") == ["work.age"]
+    assert values(pairs, "flowcb") == ["work.age", "hpc_mirror_split.Split"]
     assert all(values(pairs, keyword) == [] for keyword in ours)
     pairs = settings(config_path(rendered, "reference", names["tally"]))
     assert all(values(pairs, keyword) == [] for keyword in ours)
