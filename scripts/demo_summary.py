@@ -108,7 +108,7 @@ def read_tally(path, before, wanted_files, timeout):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--wait", required=True, help="JSON printed by scripts/wait_mirrored.py")
     parser.add_argument("--hold", required=True, type=float)
     parser.add_argument("--started", required=True, type=float, help="when the demo started (epoch s)")

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: sr3.hpc_mirror contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -63,7 +62,7 @@ def _latin1(rng):
 def _random_bytes(rng):
     # Any byte a name may hold (all but NUL and '/'), high bytes included.
     allowed = [b for b in range(1, 256) if b != ord("/")]
-    return bytes(rng.choice(allowed) for _ in range(rng.randrange(3, 24)))
+    return bytes(rng.choice(allowed) for _unused in range(rng.randrange(3, 24)))
 
 
 def _control(rng):
@@ -94,8 +93,8 @@ NAME_CLASSES = {
     "ascii_space": lambda rng: _word(rng) + b" with spaces ",
     "utf8_latin": lambda rng: ("%s_%d" % (rng.choice(WORDS[3:]), rng.randrange(100))).encode("utf-8"),
     "nfc_nfd": _nfc_nfd,
-    "cjk": lambda rng: "".join(rng.choice(CJK) for _ in range(rng.randrange(2, 8))).encode("utf-8"),
-    "emoji": lambda rng: ("".join(rng.choice(EMOJI) for _ in range(2)) + "_%d" % rng.randrange(100)).encode("utf-8"),
+    "cjk": lambda rng: "".join(rng.choice(CJK) for _unused in range(rng.randrange(2, 8))).encode("utf-8"),
+    "emoji": lambda rng: ("".join(rng.choice(EMOJI) for _unused in range(2)) + "_%d" % rng.randrange(100)).encode("utf-8"),
     "latin1_not_utf8": _latin1,
     "random_bytes": _random_bytes,
     "newline": lambda rng: _special(rng, b"\n"),
@@ -139,7 +138,7 @@ def names(rng, combinations=8):
         for name in (made if isinstance(made, list) else [made]):
             out.append((cls, _fix(name)))
     simple = [c for c in sorted(NAME_CLASSES) if c not in ("name_max", "nfc_nfd")]
-    for _ in range(combinations):
+    for _unused in range(combinations):
         parts = rng.sample(simple, rng.randrange(2, 4))
         name = b"".join(NAME_CLASSES[c](rng) for c in parts)
         out.append(("combo:" + "+".join(parts), _fix(name)))
@@ -381,7 +380,7 @@ def _kind(st):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
     write = sub.add_parser("write", help="write a corpus under ROOT")
     write.add_argument("root")
@@ -409,8 +408,8 @@ def main(argv=None):
     corpus = write_corpus(args.root, seed)
     if args.manifest:
         corpus.save(args.manifest)
-    print("%d entries written under %s" % (len(corpus.entries), show(os.path.join(os.fsencode(args.root),
-                                                                                 b"hostile_%d" % seed))))
+    top = os.path.join(os.fsencode(args.root), b"hostile_%d" % seed)
+    print("%d entries written under %s" % (len(corpus.entries), show(top)))
     return 0
 
 

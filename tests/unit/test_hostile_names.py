@@ -28,7 +28,7 @@ def test_seed_from_argument_environment_or_fresh(monkeypatch):
     assert hostile_names.seed_from() == 42
     assert hostile_names.seed_from(7) == 7
     monkeypatch.delenv(hostile_names.SEED_ENV)
-    fresh = {hostile_names.seed_from() for _ in range(5)}
+    fresh = {hostile_names.seed_from() for _unused in range(5)}
     assert len(fresh) > 1 and all(isinstance(seed, int) and seed > 0 for seed in fresh)
 
 
@@ -41,10 +41,10 @@ def test_names_are_reproducible_and_vary_with_the_seed():
 @pytest.mark.parametrize("seed", [SEED, SEED + 1, SEED + 2])
 def test_every_name_is_one_posix_allows_and_every_class_is_there(seed):
     generated = hostile_names.names(random.Random(seed))
-    classes = {cls for cls, _ in generated}
+    classes = {cls for cls, _name in generated}
     assert set(hostile_names.NAME_CLASSES) <= classes
     assert any(cls.startswith("combo:") for cls in classes)
-    names = [name for _, name in generated]
+    names = [name for _cls, name in generated]
     assert len(names) == len(set(names))
     for name in names:
         assert isinstance(name, bytes) and 0 < len(name) <= hostile_names.NAME_MAX
@@ -114,14 +114,14 @@ def test_the_same_seed_writes_the_same_tree(tmp_path, corpus):
 
 
 def test_a_corpus_saves_and_loads(tmp_path, corpus):
-    _, made = corpus
+    _root, made = corpus
     made.save(str(tmp_path / "corpus.json"))
     loaded = hostile_names.Corpus.load(str(tmp_path / "corpus.json"))
     assert loaded.seed == made.seed and loaded.entries == made.entries
 
 
 def test_a_copy_that_keeps_everything_compares_equal(tmp_path, corpus):
-    root, _ = corpus
+    root, _made = corpus
     copy = tmp_path / "copy"
     shutil.copytree(str(root), str(copy), symlinks=True)
     # copytree keeps file mtimes, not those of symlinks: set them as a faithful mirror would
@@ -171,7 +171,7 @@ def test_every_difference_is_found_and_named(tmp_path):
     os.unlink(os.path.join(dst, b"link"))
     os.symlink(b"target \xfe", os.path.join(dst, b"link"))
     diffs = hostile_names.compare_trees(src, dst, detail=True)
-    found = sorted((category, rel) for category, rel, _ in diffs)
+    found = sorted((category, rel) for category, rel, _detail in diffs)
     assert found == sorted([
         ("missing", b"caf\xe9"), ("extra", b"caf\xc3\xa9"),
         ("missing", unicodedata.normalize("NFD", "é nfc").encode()),
@@ -181,7 +181,7 @@ def test_every_difference_is_found_and_named(tmp_path):
     assert "missing in copy: 'caf\\xe9'" in lines
     assert any(line.startswith("symlink target: 'link' -> 'target \\xff'") for line in lines)
     assert hostile_names.compare_trees(src, dst, mtime=False, modes=False, detail=True) != []
-    assert ("mtime", b"mtime") not in [(c, r) for c, r, _ in
+    assert ("mtime", b"mtime") not in [(c, r) for c, r, _detail in
                                        hostile_names.compare_trees(src, dst, mtime_tolerance=2, detail=True)]
     assert hostile_names.compare_trees(src, dst, under=b"nowhere") == ["missing in copy: the whole subtree 'nowhere'"]
 

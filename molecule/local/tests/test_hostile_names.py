@@ -63,7 +63,7 @@ def copier_bug(corpus, top, diff):
       drops every '$' of a directory name (and variableExpansion substitutes
       ${...} in it): such a directory lands under another name.
     """
-    category, rel, _ = diff
+    category, rel, _detail = diff
     if category == "symlink_mtime":
         return "symlink mtime"
     if b"$" in os.path.dirname(rel):
@@ -156,7 +156,7 @@ def corpus(host):
 
 
 def test_corpus_covers_every_class(corpus):
-    made, _, _ = corpus
+    made, _top, _seed = corpus
     classes = {cls.split(":")[0] for cls in made.entries.values()}
     for expected in list(hostile_names.NAME_CLASSES) + ["big_space", "big", "deep_tree", "near_path_max",
                                                         "hardlink", "empty_dir", "symlink_to_dir", "dir"]:

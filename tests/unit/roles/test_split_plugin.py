@@ -149,7 +149,7 @@ def test_ascii_paths_keep_the_exchange_sr3_picks(options, tree):
     plugin = split.Split(options)
     rng = random.Random(SEED)
     for n in range(50):
-        name = "".join(rng.choice("abcXYZ019 _-.%#*?[]'\"\\") for _ in range(rng.randrange(1, 40)))
+        name = "".join(rng.choice("abcXYZ019 _-.%#*?[]'\"\\") for _unused in range(rng.randrange(1, 40)))
         path = os.path.join(os.fsencode(str(tree)), b"f%d_" % n + name.encode("ascii"))
         with open(path, "wb"):
             pass
@@ -164,10 +164,10 @@ def test_the_same_path_always_maps_to_the_same_exchange(tmp_path, monkeypatch, t
     options = watch_options(tmp_path, monkeypatch, tree, 5)
     paths = hostile_files(tree)
     picks = []
-    for _ in range(3):
+    for _unused in range(3):
         plugin = split.Split(options)  # a restarted watch too
         picks.append([])
-        for _, path in paths:
+        for _cls, path in paths:
             msg = file_message(options, path)
             plugin.after_work(worklist([msg]))
             picks[-1].append(sr3_pick(options, msg))
@@ -243,7 +243,7 @@ def test_the_override_is_not_published(options, tree):
     split.Split(options).after_work(worklist([msg]))
     ok, channel = put(options, msg)
     assert ok
-    exchange, _, body, _, _ = channel.published[0]
+    exchange, _key, body, _props, _extra = channel.published[0]
     assert split.OVERRIDE not in body
     assert body["relPath"] == msg["relPath"]
     assert exchange == options.publishers[0]["exchange"][msg[split.OVERRIDE] % len(options.publishers[0]["exchange"])]
@@ -277,7 +277,7 @@ def test_a_routing_key_too_long_for_amqp_is_cut_to_whole_names(options, tree, wo
     split.Split(options).after_work(worklist([msg]))
     ok, channel = put(options, msg)
     assert ok
-    _, key, body, _, _ = channel.published[0]
+    _exchange, key, body, _props, _extra = channel.published[0]
     encoded = key.encode("utf-8", "surrogatepass")
     assert len(encoded) < 255 and len(key) < 255
     assert key.startswith("v03.")
@@ -351,7 +351,7 @@ def test_nodupe_takes_every_name_and_still_drops_duplicates(options, tree, tmp_p
     plugin = split.Split(options)
 
     def batch():
-        msgs = [file_message(options, path) for _, path in paths]
+        msgs = [file_message(options, path) for _cls, path in paths]
         plugin.after_work(worklist(msgs))
         work = types.SimpleNamespace(incoming=msgs, rejected=[], failed=[])
         cache.after_accept(work)
@@ -390,7 +390,7 @@ def test_nodupe_override_only_where_needed(options, tree):
 def receive(options, published):
     """The message a winnow gets from what the watch published, decoded by sr3's own import."""
     from sarracenia.postformat import PostFormat
-    exchange, key, body, _, _ = published
+    exchange, key, body, _props, _extra = published
     props = sarracenia.moth.default_options()
     props.update(options.dictify())
     props["topicPrefix"] = ["v03"]
@@ -422,6 +422,6 @@ def test_a_winnow_posts_again_what_the_watch_posted(options, tree, word):
     split.Split(options).after_work(worklist([winnow]))
     ok, again = put(options, winnow)
     assert ok
-    _, key, body, _, _ = again.published[0]
+    _exchange, key, body, _props, _extra = again.published[0]
     assert len(key.encode("utf-8", "surrogatepass")) < 255
     assert body["relPath"].encode("utf-8", "surrogateescape") == os.path.relpath(path, b"/")
