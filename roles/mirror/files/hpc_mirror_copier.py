@@ -358,7 +358,9 @@ class Copier(FlowCB):
             return
         try:
             write_json_atomically(self.counts_file, {
-                "rejected": dict(self.rejected), "unsafe_names": self.rejected.get("unsafe_name", 0),
+                # names the file system refused are counted once, as unsafe_names
+                "rejected": dict((reason, count) for reason, count in self.rejected.items() if reason != "unsafe_name"),
+                "unsafe_names": self.rejected.get("unsafe_name", 0),
                 "conflicts_kept": self.conflicts_kept, "since": self.since, "updated": time.time()})
         except OSError as error:
             logger.error("cannot write %s: %s", self.counts_file, error)
