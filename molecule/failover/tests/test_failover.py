@@ -1,14 +1,20 @@
 """Failover and failback for real, on the namespace test bed.
 
 One story, in order (pytest runs the tests of a module in file order):
-deploy (converge) -> workload on the primary, mirrored -> outage of both hpc1
-nodes (their sr3 killed, links unplugged) -> failover.yml while they are down
--> changes on the secondary -> the primary comes back -> failover.yml again
-(replay) -> the primary equals the secondary, deletes included; audit clean ->
-refusals (both directions active; failback with a difference pending) ->
-failback.yml -> new writes on the primary mirror forward again; audit clean.
+deploy (converge) -> workload on the primary, mirrored -> writes on the primary
+inside the hold (a rewrite, new files, a delete, a rename) and at once an outage
+of both hpc1 nodes (their sr3 killed, links unplugged) -> failover.yml while they
+are down -> changes on the secondary (the same file rewritten too) -> the primary
+comes back -> failover.yml again (replay; the outage window kept aside and
+reported, promptly) -> the primary equals the secondary outside the conflict
+area, no version lost; audit clean -> refusals (both directions active; failback
+with conflicts unsettled; failback with a difference pending) -> conflicts
+settled (keep some, discard the rest) -> failback.yml -> the kept versions and
+new writes on the primary mirror forward; audit clean.
 """
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +24,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "default", "tests"))
-from testbed import node, wait_until_equal  # noqa: E402
+from testbed import node, tree_state, wait_until_equal  # noqa: E402
 
 testinfra_hosts = ["hpc2n1"]
 
@@ -29,6 +35,15 @@ PRIMARY_NODES = ["hpc1n1", "hpc1n2"]
 SR3 = "/home/opsM/.local/share/hpc_mirror/venv/bin/sr3"
 DIRECTION_FILE = "/home/opsM/.config/hpc_mirror/direction.json"
 DURATIONS = {}
+AREA = ".hpc_mirror"
+# The primary's versions written inside the hold just before the outage: path -> sha256.
+WINDOW = {}
+# Those the secondary cannot have had: kept aside in any case. (The rename may
+# reach the secondary before the outage: the forward copiers there rename
+# without reading the primary.)
+MUST_KEEP = ["fo/window/f3", "fo/window/late/l1", "fo/window/late/l2", "fo/window/late/l3"]
+# What the secondary wrote to the same file during the outage.
+SECONDARY_F3 = "fo/window/f3 rewritten on the secondary during the outage\n"
 
 
 def playbook(name, *extra):
@@ -48,6 +63,34 @@ def netns(action, *hosts):
 def write(host, script):
     result = host.run("bash -c %s", "set -e\n" + script)
     assert result.rc == 0, result.stderr
+
+
+def outside_area(state):
+    return dict((path, value) for path, value in state.items() if path != AREA and not path.startswith(AREA + "/"))
+
+
+def wait_until_equal_outside_area(source_host, source_root, destination_host, destination_root, timeout=180):
+    """Both trees, without the conflict area, once equal (or at the timeout)."""
+    deadline = time.time() + timeout
+    while True:
+        source = outside_area(tree_state(source_host, source_root))
+        destination = outside_area(tree_state(destination_host, destination_root))
+        if source == destination or time.time() > deadline:
+            return source, destination
+        time.sleep(2)
+
+
+def sha(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def record(host):
+    return json.loads(host.file(DIRECTION_FILE).content_string)
+
+
+def conflicts(host, generation):
+    path = "/fs/primary/%s/conflicts/%s/conflicts.jsonl" % (AREA, generation)
+    return [json.loads(line) for line in host.file(path).content_string.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -74,17 +117,38 @@ echo a > fo/dir-to-rename/a.txt
 echo b > fo/dir-to-rename/sub/b.txt
 echo gone > fo/to-delete/gone.txt
 echo moving > fo/keep/rename-me.txt
+mkdir -p fo/window
+echo "fo/window/f3 as mirrored" > fo/window/f3
+echo "deleted on the primary just before the outage" > fo/window/del-me.txt
+echo "renamed on the primary just before the outage" > fo/window/ren-me.txt
 ''')
     source, destination = wait_until_equal(hosts["hpc1n1"], "/fs/primary", hosts["hpc2n1"], "/fs/secondary")
     assert source == destination
 
 
 def test_failover_while_the_primary_is_down(hosts):
+    # Inside the hold (3 s), just before the outage: the secondary never gets these.
+    write(hosts["hpc1n1"], '''
+cd /fs/primary/fo/window
+echo "fo/window/f3 rewritten on the primary just before the outage" > f3
+mkdir -p late
+for i in 1 2 3; do echo "late file $i, only on the primary" > late/l$i; done
+rm del-me.txt
+mv ren-me.txt ren-new.txt
+''')
     netns("cut", *PRIMARY_NODES)
+    WINDOW.update({
+        "fo/window/f3": sha("fo/window/f3 rewritten on the primary just before the outage\n"),
+        "fo/window/ren-new.txt": sha("renamed on the primary just before the outage\n"),
+    })
+    WINDOW.update(("fo/window/late/l%d" % i, sha("late file %d, only on the primary\n" % i)) for i in (1, 2, 3))
     rc, output = playbook("failover.yml")
     assert rc == 0, output[-4000:]
     assert "Not reachable: hpc1n1, hpc1n2" in output
     assert '"direction": "secondary_to_primary"' in hosts["hpc2n1"].file(DIRECTION_FILE).content_string
+    # The outage window starts at the forward direction's last delivery - hold - 60 s.
+    since = record(hosts["hpc2n1"])["since"]
+    assert 0 < since < time.time() - 60, since
     # Forward copiers fenced, reverse posting runs on the secondary.
     processes = hosts["hpc2n1"].check_output("ps -eo args")
     assert "sarra/mirror_primary_to_secondary_copy" not in processes
@@ -104,15 +168,27 @@ rm to-delete/gone.txt
 rmdir to-delete
 ln -s ../keep/kept.txt outage/link-to-kept
 mv dir-to-rename dir-renamed
+echo "fo/window/f3 rewritten on the secondary during the outage" > window/f3
 ''')
     # Nothing can reach the primary: the events wait in the broker's queues.
 
 
 def test_failover_again_once_the_primary_is_back(hosts):
     netns("restore", *PRIMARY_NODES)
+    since = record(hosts["hpc2n1"])["since"]
     rc, output = playbook("failover.yml")
     assert rc == 0, output[-5000:]
     assert "Failover stage 2" in output
+    print("failover stage 2 took %d s" % DURATIONS["failover.yml"][-1])
+    # Promptly: the outage window's extras are kept aside, not waited for (it took 1078 s).
+    assert DURATIONS["failover.yml"][-1] < 600
+    # The same generation keeps its window.
+    assert record(hosts["hpc1n1"])["since"] == record(hosts["hpc2n1"])["since"] == since
+    # The report names each version kept aside, where, and why.
+    assert "conflicts of the outage window on hpc1n1:/fs/primary/.hpc_mirror/conflicts/" in output
+    for path in MUST_KEEP:
+        assert "%s: kept as .hpc_mirror/conflicts/" % path in output, path
+    assert "exists only on the recovering side" in output and "changed in the outage window" in output
     for name in PRIMARY_NODES:
         processes = hosts[name].check_output("ps -eo args")
         assert "watch/mirror_primary_to_secondary" not in processes
@@ -120,13 +196,41 @@ def test_failover_again_once_the_primary_is_back(hosts):
 
 
 def test_primary_has_everything_written_during_the_outage(hosts):
-    source, destination = wait_until_equal(hosts["hpc2n1"], "/fs/secondary", hosts["hpc1n1"], "/fs/primary")
+    source, destination = wait_until_equal_outside_area(hosts["hpc2n1"], "/fs/secondary", hosts["hpc1n1"],
+                                                        "/fs/primary")
     assert source == destination
+    assert destination["fo/window/f3"][2] == sha(SECONDARY_F3)
+    # Deleted on the primary inside the hold: the secondary's copy comes back.
+    assert "fo/window/del-me.txt" in destination
+    # Renamed there: the secondary's old name comes back (the new name is kept aside), or the
+    # rename reached the secondary before the outage.
+    assert ("fo/window/ren-me.txt" in destination) != ("fo/window/ren-new.txt" in destination)
     assert "fo/outage/deep/big-new.bin" in destination
     assert destination["fo/keep/overwrite-me.txt"] == source["fo/keep/overwrite-me.txt"]
     assert "fo/to-delete" not in destination and "fo/keep/rename-me.txt" not in destination
     assert destination["fo/outage/link-to-kept"] == ["link", "../keep/kept.txt"]
     assert "fo/dir-renamed/sub/b.txt" in destination and "fo/dir-to-rename" not in destination
+
+
+def test_no_version_of_the_outage_window_is_lost(hosts):
+    generation = record(hosts["hpc1n1"])["generation"]
+    records = conflicts(hosts["hpc1n1"], generation)
+    state = tree_state(hosts["hpc1n1"], "/fs/primary")
+    kept = dict((r["path"], r) for r in records)
+    for path, digest in WINDOW.items():
+        # Each version of the window is in the conflict area, named in the report, or in the tree.
+        if path in kept:
+            assert state[kept[path]["kept"]][2] == digest, path
+            assert kept[path]["recovering"]["size"] > 0
+        else:
+            assert path not in MUST_KEEP and state[path][2] == digest, (path, records)
+    assert kept["fo/window/f3"]["reason"] == "changed in the outage window"
+    assert kept["fo/window/f3"]["incoming"]["size"] == len(SECONDARY_F3)
+    assert kept["fo/window/late/l1"]["reason"] == "exists only on the recovering side"
+    assert kept["fo/window/late/l1"]["incoming"] is None
+    # Every record points at a version that is there.
+    for entry in records:
+        assert entry["kept"] in state, entry
 
 
 def test_audit_is_clean_in_the_reverse_direction():
@@ -143,6 +247,37 @@ def test_failover_refuses_both_directions_active(hosts):
         assert "Both directions are active" in output and "hpc1n1" in output
     finally:
         hpc1n1.check_output("%s stop watch/mirror_primary_to_secondary", SR3)
+
+
+def test_failback_refuses_while_conflicts_are_unsettled(hosts):
+    generation = record(hosts["hpc1n1"])["generation"]
+    count = len(conflicts(hosts["hpc1n1"], generation))
+    rc, output = playbook("failback.yml")
+    assert rc != 0, output[-3000:]
+    assert "%d conflicts of the outage window (generation %d" % (count, generation) in output, output[-3000:]
+    assert "settle_conflicts.yml" in output
+    assert '"direction": "secondary_to_primary"' in hosts["hpc2n1"].file(DIRECTION_FILE).content_string
+
+
+def test_settle_conflicts(hosts):
+    generation = record(hosts["hpc1n1"])["generation"]
+    area = "/fs/primary/%s/conflicts/%s" % (AREA, generation)
+    keep = ["fo/window/f3", "fo/window/late/l1", "fo/window/late/l2", "fo/window/late/l3"]
+    paths = "-e", json.dumps({"hpc_mirror_conflict_paths": keep})
+    rc, output = playbook("settle_conflicts.yml", "--check", "-e", "hpc_mirror_conflict_decision=keep", *paths)
+    assert rc == 0, output[-3000:]
+    assert "fo/window/f3: to be put back at failback" in output and "check mode" in output
+    assert not hosts["hpc1n1"].file(area + "/settled.jsonl").exists
+    rc, output = playbook("settle_conflicts.yml", "-e", "hpc_mirror_conflict_decision=keep", *paths)
+    assert rc == 0, output[-3000:]
+    assert "fo/window/f3: to be put back at failback" in output
+    rc, output = playbook("settle_conflicts.yml", "-e", "hpc_mirror_conflict_decision=discard")
+    assert rc == 0, output[-3000:]
+    assert " 0 unsettled, 4 to put back at failback" in output, output[-3000:]
+    assert not hosts["hpc1n1"].file(area + "/fo/window/ren-new.txt").exists
+    # A rerun changes nothing.
+    rc, output = playbook("settle_conflicts.yml", "-e", "hpc_mirror_conflict_decision=discard")
+    assert rc == 0 and "nothing to settle" in output, output[-3000:]
 
 
 def test_failback_refuses_with_a_difference_pending(hosts):
@@ -163,6 +298,17 @@ def test_failback(hosts):
     for name in PRIMARY_NODES + ["hpc2n1", "hpc2n2"]:
         assert '"direction": "primary_to_secondary"' in hosts[name].file(DIRECTION_FILE).content_string
     assert "watch/mirror_secondary_to_primary" not in hosts["hpc2n1"].check_output("ps -eo args")
+    # The versions settled keep are back in the tree and carried forward; the one they replaced is kept aside.
+    for path in ("fo/window/f3", "fo/window/late/l1", "fo/window/late/l2", "fo/window/late/l3"):
+        assert "%s: put back into the tree" % path in output, path
+    source, destination = wait_until_equal_outside_area(hosts["hpc1n1"], "/fs/primary", hosts["hpc2n1"],
+                                                        "/fs/secondary")
+    assert source == destination
+    for path in ("fo/window/f3", "fo/window/late/l1", "fo/window/late/l3"):
+        assert destination[path][2] == WINDOW[path], path
+    aside = [state for path, state in tree_state(hosts["hpc1n1"], "/fs/primary/" + AREA).items()
+             if path.endswith("fo/window/f3") or "fo/window/f3." in path]
+    assert ["file", len(SECONDARY_F3), sha(SECONDARY_F3)] in aside, aside
 
 
 def test_forward_mirror_after_failback(hosts):
@@ -173,7 +319,8 @@ echo "after failback" > after/one.txt
 head -c 1200000 /dev/urandom > after/two.bin
 rm keep/kept.txt
 ''')
-    source, destination = wait_until_equal(hosts["hpc1n1"], "/fs/primary", hosts["hpc2n1"], "/fs/secondary")
+    source, destination = wait_until_equal_outside_area(hosts["hpc1n1"], "/fs/primary", hosts["hpc2n1"],
+                                                        "/fs/secondary")
     assert source == destination
     assert "fo/after/two.bin" in destination
     rc, output = playbook("audit.yml")
