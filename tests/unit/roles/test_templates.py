@@ -328,8 +328,13 @@ def test_post_conf_masks(rendered, variant):
         source = variables["mirror_source_dir"]
         assert top.search(source) and top.search("file:" + source)
         assert not top.search(source + "/a") and not top.search("/other" + source)
-    # every reject of the role, then the source tree, then nothing else
-    assert masks[:-2] == [("reject", pattern) for pattern in variables["mirror_reject"]]
+    # every reject of the role and the copiers' own names, then the source tree, then nothing else
+    own = [("reject", r".*/\.hpc_mirror~[0-9a-f]+$"),
+           ("reject", ".*" + re.escape(variables["mirror_source_dir"]) + r"/\.hpc_mirror/.*")]
+    assert masks[:-2] == [("reject", pattern) for pattern in variables["mirror_reject"]] + own
+    for url in ("file:" + variables["mirror_source_dir"] + "/.hpc_mirror/conflicts/4/f",
+                "sftp://ops@h/" + variables["mirror_source_dir"] + "/d/.hpc_mirror~0123456789ab"):
+        assert any(re.match(pattern, url) for _reject, pattern in own), url
     assert masks[-2][0] == "accept"
     assert masks[-1] == ("reject", ".*")
     assert pairs[-1] == ("reject", ".*")
@@ -462,7 +467,7 @@ def test_copy_conf(rendered, variant):
     masks = [(key, value) for key, value in pairs if key in ("accept", "reject")]
     assert masks == [("reject", pattern) for pattern in variables["mirror_reject"]] + [
         ("reject", r".*/\.hpc_mirror~[0-9a-f]+$"),
-        ("reject", re.escape(variables["mirror_source_dir"]) + r"/\.hpc_mirror/.*"), ("accept", ".*")]
+        ("reject", ".*" + re.escape(variables["mirror_source_dir"]) + r"/\.hpc_mirror/.*"), ("accept", ".*")]
     assert values(pairs, "hpcMirrorConflictDir") == []
     if variables["mirror_hold"]:
         assert one(pairs, "runStateThreshold_lag") == "%ds" % (int(variables["mirror_hold"]) + 60)
