@@ -159,3 +159,8 @@ def test_crafted_messages_reach_nothing_outside_the_trees(host):
 
     as_user(host, "rm -rf %s/hostile" % PRIMARY)
     host.run("rm -rf %s", OUTSIDE)
+    # The tests after this one compare whole trees: wait until the removal reached the copy.
+    deadline = time.time() + 120
+    while host.file(SECONDARY + "/hostile").exists and time.time() < deadline:
+        time.sleep(1)
+    assert not host.file(SECONDARY + "/hostile").exists

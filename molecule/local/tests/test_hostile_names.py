@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -136,11 +137,16 @@ def corpus(host):
     """The corpus written by the ops user into the primary, and the differences once the copy settled."""
     seed = hostile_names.seed_from()
     print("hostile names seed %d (%s=%d to replay)" % (seed, hostile_names.SEED_ENV, seed))
-    script = "/tmp/hpc_mirror_hostile_names.py"
+    # A directory of this run only: files an earlier run or another user left in /tmp
+    # (the ops user could not overwrite them) must not decide this one.
+    work = tempfile.mkdtemp(prefix="hpc_mirror_hostile_names.")
+    os.chmod(work, 0o755)
+    shutil.chown(work, user=USER)
+    script = os.path.join(work, "hostile_names.py")
     shutil.copy(os.path.join(CORPUS_DIR, "hostile_names.py"), script)
     os.chmod(script, 0o644)
     # Written by the ops user, as jobs would: the mirror runs as that user.
-    manifest = "/tmp/hpc_mirror_hostile_names.json"
+    manifest = os.path.join(work, "corpus.json")
     result = host.run("runuser -u %s -- python3 %s write %s --seed %s --manifest %s",
                       USER, script, PRIMARY, str(seed), manifest)
     assert result.rc == 0, result.stderr
@@ -153,10 +159,15 @@ def corpus(host):
         print("  %s%s" % (diff[2], " (copier: %s)" % copier_bug(made, top, diff) if copier_bug(made, top, diff) else ""))
     yield made, diffs, top
     as_user(host, "rm -rf %s/%s" % (PRIMARY, top.decode()))
+    shutil.rmtree(work, ignore_errors=True)
+    # The tests after this one compare whole trees: wait until the removal reached the copy.
+    deadline = time.time() + TIMEOUT
+    while os.path.lexists(os.path.join(os.fsencode(SECONDARY), top)) and time.time() < deadline:
+        time.sleep(1)
 
 
 def test_corpus_covers_every_class(corpus):
-    made, _top, _seed = corpus
+    made, _diffs, _top = corpus
     classes = {cls.split(":")[0] for cls in made.entries.values()}
     for expected in list(hostile_names.NAME_CLASSES) + ["big_space", "big", "deep_tree", "near_path_max",
                                                         "hardlink", "empty_dir", "symlink_to_dir", "dir"]:

@@ -123,6 +123,9 @@ def test_a_killed_copier_leaves_whole_files_and_converges(host):
     assert digests(host, SECONDARY) == dict.fromkeys(NAMES, final)
     assert leftovers(host) == []
     as_user(host, "rm -rf %s %s" % (PRIMARY, STAGING))
+    # The tests after this one compare whole trees: wait until the removal reached the copy.
+    wait_for(lambda: not host.file(SECONDARY).exists)
+    assert not host.file(SECONDARY).exists
 
 
 def teardown_module():
