@@ -151,9 +151,9 @@ def names(rng, combinations=8):
 
 
 def near_path_max(rng, budget):
-    """A relative path of directories (and a file) whose length is budget bytes, within 16 of it."""
+    """A relative path of directories (and a file) of at most budget (+1) bytes, within 16 of it; no name over NAME_MAX."""
     parts, used = [], 0
-    while budget - used > NAME_MAX + 1 + 16:
+    while budget - used > NAME_MAX:
         size = rng.randrange(180, NAME_MAX + 1)
         stem = ("d%d_" % len(parts)).encode() + "é".encode("utf-8") * 3
         parts.append(stem + b"p" * (size - len(stem)))

@@ -198,3 +198,13 @@ def test_the_command_line(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert hostile_names.main(["compare", str(root), str(empty)]) == 1
+
+
+def test_near_path_max_never_makes_a_name_over_name_max():
+    """Seed 217207112 once made a 263-byte file name (ENAMETOOLONG in molecule)."""
+    for seed in list(range(300)) + [217207112]:
+        rng = random.Random(seed)
+        for budget in (3900, 3950, 4000 - rng.randrange(0, 300)):
+            path = hostile_names.near_path_max(rng, budget)
+            assert max(len(part) for part in path.split(b"/")) <= hostile_names.NAME_MAX, (seed, budget)
+            assert budget - 16 <= len(path) <= budget + 1, (seed, budget, len(path))
