@@ -241,10 +241,10 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sr3.hpc_mirror.plugins.module_utils.sr3_state import (
     ACTION_DECLARED, ACTION_NONE, ACTION_REMOVED, ACTION_RESTARTED, ACTION_STARTED,
-    ACTION_STOPPED, STATES, STATES_WITHOUT_FILE, config_path, decide_action,
+    ACTION_STOPPED, STATES, STATES_WITHOUT_FILE, cmdline_mentions, config_path, decide_action,
     default_user_dirs, describe_configs, error_lines, home_dir,
     files_digest, is_disabled, live_in_dirs, log_path, marker_is_current, metrics_leftovers,
-    needs_removal, parse_config_name, probe_sarracenia, run_command, run_state, sr3_environment,
+    needs_removal, parse_config_name, probe_sarracenia, read_cmdline, run_command, run_state, sr3_environment,
     tail, terminate_pids, wait_stable, wanted_running, write_marker,
 )
 
@@ -347,7 +347,8 @@ def plan(module, infos):
     wants_declare = p['state'] == 'declared' or (
         p['declare'] and p['state'] in ('started', 'restarted'))
     for info in infos.values():
-        info['running_before'] = len(live(info))
+        info['pids_before'] = live(info)
+        info['running_before'] = len(info['pids_before'])
         info['digest'] = files_digest(info['files'])
         info['marker_ok'] = info['exists'] and marker_is_current(info['state_dir'], info['digest'])
         info['declare'] = wants_declare and info['exists'] and not info['marker_ok']
@@ -401,6 +402,17 @@ def apply_actions(runner, infos):
                 terminate_pids(live(info).values())
 
 
+def outlived(info):
+    """Processes of a stopped or restarted config that still run though no pid file names them.
+
+    sr3 removes an instance's pid file when it signals it, and sr3_cpost takes a moment
+    to exit: "stopped" must mean that no process of the config is left."""
+    if info['run_action'] not in (ACTION_STOPPED, ACTION_RESTARTED):
+        return []
+    return [pid for pid in info['pids_before'].values()
+            if cmdline_mentions(read_cmdline(pid), info['component'], info['config'])]
+
+
 def wait_for_instances(infos, timeout, settle):
     """Poll pid files until each config runs its wanted count; return success."""
     targets = dict((n, wanted_running(i['run_action'], i['expected'], i['running_before']))
@@ -409,7 +421,7 @@ def wait_for_instances(infos, timeout, settle):
     def reached():
         for name in targets:
             infos[name]['running'] = len(live(infos[name]))
-        return all(infos[n]['running'] == targets[n] for n in targets)
+        return all(infos[n]['running'] == targets[n] and not outlived(infos[n]) for n in targets)
 
     return wait_stable(reached, timeout, settle, POLL_SECONDS)
 
@@ -446,9 +458,12 @@ def failure_message(infos, timeout, timed_out):
              % (' '.join(c['cmd'][1:]), timeout) for c in timed_out]
     for name, info in sorted(infos.items()):
         want = wanted_running(info['run_action'], info['expected'], info['running_before'])
-        if info['run_action'] == ACTION_NONE or info['running'] == want:
+        stray = outlived(info) if info['run_action'] != ACTION_NONE else []
+        if info['run_action'] == ACTION_NONE or (info['running'] == want and not stray):
             continue
         part = '%s: running %d, expected %d' % (name, info['running'], want)
+        if stray:
+            part += '; still running without a pid file: %s' % ', '.join(str(pid) for pid in stray)
         alive = live(info)
         for instance in range(1, info['expected'] + 1):
             if instance in alive:
