@@ -430,6 +430,8 @@ class Copier(FlowCB):
                     continue
                 if "newname" in message:
                     del message["newname"]
+                if "directory" in message["fileOp"]:
+                    self.prune_below(message)
             elif is_mkdir(message) and self.probe.exists(message) is False:
                 # A retried or late mkdir must not bring back a directory the source removed.
                 message.setReport(410, "the source no longer has this directory")
@@ -513,6 +515,25 @@ class Copier(FlowCB):
                              shown(destination_path(message)), error)
                 return False
         return True
+
+    def prune_below(self, message):
+        """Before a directory's removal: remove the empty directories its copy still holds.
+
+        rm -r posts one removal per entry, and a child's removal may come after its
+        parent's (another winnow): the parent's rmdir would fail and be retried once
+        per level. The source no longer has the directory (removal_applies), so its
+        empty subdirectories are gone there too; files are left to their own events.
+        """
+        path = destination_path(message)
+        if not path or not self.destination_top:
+            return
+        try:
+            removed = files.prune_empty_directories(self.destination_top, relative_to(path, self.destination_top))
+        except (OSError, files.Unsafe) as error:
+            logger.info("could not remove the empty directories below %s first: %s", shown(path), error)
+            return
+        if removed:
+            logger.info("removed %d empty directories below %s, gone from the source", removed, shown(path))
 
     def keep_before_change(self, message, new_dir, name, incoming, destination=None):
         """In the outage window, move the recovering side's version aside before it is replaced."""

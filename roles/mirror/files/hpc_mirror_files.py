@@ -278,3 +278,46 @@ def remove_leftover(top, relative_temporary):
         return False
     finally:
         os.close(parent)
+
+
+def prune_empty_directories(top, relative, depth=256):
+    """Remove the empty directories below top/relative, deepest first; the number removed.
+
+    Only directories that hold nothing but (pruned) directories go; a file or a
+    link anywhere keeps its parents, and links are never followed. A source
+    directory removed with its subtree (rm -r) posts one removal per entry, and
+    the removals of parents and children travel through different winnows: a
+    parent's rmdir that comes first then needs no retry per level.
+    """
+    try:
+        fd = open_directory(top, components(relative))
+    except (FileNotFoundError, NotADirectoryError, Unsafe):
+        return 0
+    try:
+        return _prune(fd, depth)
+    finally:
+        os.close(fd)
+
+
+def _prune(fd, depth):
+    if depth <= 0:
+        return 0
+    removed = 0
+    with os.scandir(fd) as entries:
+        subdirectories = [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
+    for name in subdirectories:
+        try:
+            child = os.open(name, DIRECTORY_FLAGS, dir_fd=fd)
+        except OSError:
+            continue  # replaced by a link or removed meanwhile: not ours to prune
+        try:
+            removed += _prune(child, depth - 1)
+        finally:
+            os.close(child)
+        try:
+            os.rmdir(name, dir_fd=fd)
+            removed += 1
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                raise
+    return removed

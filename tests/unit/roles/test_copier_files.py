@@ -484,3 +484,34 @@ def test_a_mkdir_of_a_directory_the_source_removed_is_not_applied(running):
     running.plugin.after_accept(worklist)
     assert worklist.incoming == [kept] and worklist.rejected == [gone]
     assert gone["report"]["code"] == 410
+
+
+def test_prune_empty_directories_removes_only_empty_ones_deepest_first(tmp_path):
+    top = tmp_path / "copy"
+    deep = top / "gone" / "a\nb" / "caf\u00e9" / "d"
+    deep.mkdir(parents=True)
+    (top / "gone" / "kept").mkdir()
+    (top / "gone" / "kept" / "file").write_text("x")
+    outside = tmp_path / "outside"
+    (outside / "empty").mkdir(parents=True)
+    os.symlink(str(outside), str(top / "gone" / "link"))
+    removed = files.prune_empty_directories(str(top), "gone")
+    assert removed == 3
+    assert sorted(os.listdir(str(top / "gone"))) == ["kept", "link"]
+    assert (outside / "empty").is_dir(), "a link was followed"
+    assert files.prune_empty_directories(str(top), "missing") == 0
+    assert files.prune_empty_directories(str(top), "gone/link") == 0
+
+
+def test_a_directory_removal_first_removes_the_empty_directories_left_below(running):
+    """rm -r: the parent's removal may come before its children's (other winnows); sr3's rmdir follows."""
+    os.makedirs(os.path.join(running.destination, "tree", "l1 \u00e9", "l2\n", "l3"))
+    os.makedirs(os.path.join(running.destination, "tree", "busy"))
+    with open(os.path.join(running.destination, "tree", "busy", "f"), "w") as handle:
+        handle.write("its own removal is still on its way")
+    removals = [running.message(rel, fileOp={"remove": "", "directory": ""}) for rel in ("tree/l1 \u00e9", "tree")]
+    worklist = types.SimpleNamespace(incoming=list(removals), ok=[], failed=[], rejected=[])
+    running.plugin.after_accept(worklist)
+    assert worklist.incoming == removals, "both removals go on to sr3"
+    assert os.listdir(os.path.join(running.destination, "tree")) == ["busy"]
+    assert os.path.isfile(os.path.join(running.destination, "tree", "busy", "f")), "a file was removed"
