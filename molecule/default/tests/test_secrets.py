@@ -198,7 +198,13 @@ def test_rotation_changes_the_password_everywhere_and_the_flow_goes_on(hosts):
         credentials = hosts[name].file("~/.config/sr3/credentials.conf")
         assert credentials.mode == 0o600
         assert ":%s@" % new in credentials.content_string and old not in credentials.content_string, name
-    after = {c: pids(hpc2n1, c) for c in (COPY, WINNOW)}
+    # restarted: new instances, none of the old ones
+    deadline = time.time() + 60
+    while True:
+        after = {c: pids(hpc2n1, c) for c in (COPY, WINNOW)}
+        if all(after[c] and not set(after[c]) & set(before[c]) for c in before) or time.time() > deadline:
+            break
+        time.sleep(2)
     for config in before:
         assert after[config] and not set(after[config]) & set(before[config]), (config, before, after)
     # the flow still mirrors, small files and one above the accelerator threshold (scp over sftp)
