@@ -448,6 +448,7 @@ def test_copy_conf(rendered, variant):
     assert one(pairs, "mirror") == "on"
     assert one(pairs, "instances") == str(variables["mirror_copy_instances"])
     assert one(pairs, "retry_ttl") == variables["mirror_retry_ttl"]
+    assert one(pairs, "retry_refilter") == "on"
     assert values(pairs, "flowcb_prepend") == ["hpc_mirror_copier.Copier", "hpc_mirror_dollar.Dollar"]
     # the copier writes every file itself: sr3's accelerator (a split command line) is never used
     assert values(pairs, "accelThreshold") == [] and values(pairs, "accelCpCommand") == []
@@ -457,7 +458,7 @@ def test_copy_conf(rendered, variant):
     assert one(pairs, "integrity") == "none"
     assert values(pairs, "hpcMirrorSr3cNames") == (["on"] if variant == "shim" else [])
     assert one(pairs, "batch") == "20"
-    assert one(pairs, "housekeeping") == "30"
+    assert one(pairs, "housekeeping") == "10"
     assert one(pairs, "sleep") == "0.01"
     assert sorted(values(pairs, "flowcb")) == ["hpc_mirror_pace.Pace", "hpc_mirror_split.Split", "work.age"]
     assert one(pairs, "paceInterval") == "0.1"
