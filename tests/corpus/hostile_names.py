@@ -372,6 +372,46 @@ def compare_trees(source, copy, mtime=True, mtime_tolerance=0.0, dir_mtime=False
     return diffs
 
 
+def wait_for_copy(source, copy, under, timeout, quiet=5.0, interval=2.0, stable=None, **compare):
+    """Detailed differences of the subtree under, once it matches or timeout passed.
+
+    Differences still there at the end are compared once more after quiet
+    seconds: what was in flight (a large file) has landed by then. With
+    stable, the wait also ends once the differences stayed the same for that
+    many seconds (a posting side known to lose some names: waiting longer
+    changes nothing).
+    """
+    import time  # pylint: disable=import-outside-toplevel
+    deadline = time.time() + timeout
+    last, since = None, time.time()
+    while True:
+        diffs = compare_trees(source, copy, under=under, detail=True, **compare)
+        if not diffs:
+            return diffs
+        if diffs != last:
+            last, since = diffs, time.time()
+        if time.time() > deadline or (stable is not None and time.time() - since >= stable):
+            time.sleep(quiet)
+            return compare_trees(source, copy, under=under, detail=True, **compare)
+        time.sleep(interval)
+
+
+def class_of(corpus, rel):
+    """The corpus class of a path relative to the corpus root: its own, or that of its closest listed parent."""
+    path = rel
+    while path and path not in corpus.entries:
+        path = os.path.dirname(path)
+    return corpus.entries.get(path, "?")
+
+
+def reported_under(report, top):
+    """Sorted (path, category) of an audit report's differences (JSON lines) under the relative path top."""
+    prefix = os.fsdecode(top) + "/"
+    with open(report, "rb") as fh:
+        reported = [(d["path"], d["category"]) for d in map(json.loads, fh)]
+    return sorted(entry for entry in reported if (entry[0] + "/").startswith(prefix))
+
+
 def _kind(st):
     for test, name in ((stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a file")):
         if test(st.st_mode):

@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import stat
+import time
 import sys
 import unicodedata
 
@@ -208,3 +209,36 @@ def test_near_path_max_never_makes_a_name_over_name_max():
             path = hostile_names.near_path_max(rng, budget)
             assert max(len(part) for part in path.split(b"/")) <= hostile_names.NAME_MAX, (seed, budget)
             assert budget - 16 <= len(path) <= budget + 1, (seed, budget, len(path))
+
+
+def test_wait_for_copy_ends_at_once_when_equal_and_when_the_differences_stay(tmp_path):
+    source, copy = tmp_path / "s", tmp_path / "c"
+    (source / "top").mkdir(parents=True)
+    (copy / "top").mkdir(parents=True)
+    (source / "top" / "caf\u00e9").write_bytes(b"x")
+    os.utime(source / "top" / "caf\u00e9", (1, 1))
+    shutil.copy2(str(source / "top" / "caf\u00e9"), str(copy / "top" / "caf\u00e9"))
+    assert hostile_names.wait_for_copy(str(source), str(copy), b"top", timeout=30, quiet=0) == []
+    (source / "top" / "lost").write_bytes(b"y")
+    started = time.time()
+    diffs = hostile_names.wait_for_copy(str(source), str(copy), b"top", timeout=30, quiet=0, interval=0.1, stable=0.5)
+    assert [(category, rel) for category, rel, _line in diffs] == [("missing", b"lost")]
+    assert time.time() - started < 10
+    started = time.time()
+    assert len(hostile_names.wait_for_copy(str(source), str(copy), b"top", timeout=0.3, quiet=0, interval=0.1)) == 1
+    assert time.time() - started < 10
+
+
+def test_class_of_and_reported_under(tmp_path):
+    corpus = hostile_names.Corpus(1)
+    corpus.add(b"hostile_1", "dir")
+    corpus.add(b"hostile_1/a\nb.d", "dir:newline")
+    assert hostile_names.class_of(corpus, b"hostile_1/a\nb.d/inner") == "dir:newline"
+    assert hostile_names.class_of(corpus, b"hostile_1/other") == "dir"
+    assert hostile_names.class_of(corpus, b"elsewhere") == "?"
+    report = tmp_path / "report.jsonl"
+    report.write_text('{"path": "hostile_1/x", "category": "missing"}\n'
+                      '{"path": "hostile_10/y", "category": "extra"}\n'
+                      '{"path": "hostile_1", "category": "mode"}\n')
+    assert hostile_names.reported_under(str(report), b"hostile_1") == [("hostile_1", "mode"),
+                                                                        ("hostile_1/x", "missing")]

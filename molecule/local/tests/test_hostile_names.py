@@ -48,88 +48,19 @@ def is_big(cls):
     return cls == "big_space" or cls.startswith("big:")
 
 
-def class_of(corpus, top, rel):
-    """The corpus class of a relative path (under top): its own, or that of the closest listed parent."""
-    path = top + b"/" + rel
-    while path and path not in corpus.entries:
-        path = os.path.dirname(path)
-    return corpus.entries.get(path, "?")
-
-
-def copier_bug(corpus, top, diff):
-    """The known copier bug behind a difference (not the posting side), or None.
-
-    - sr3 3.3.1 creates a symlink without setting its own mtime;
-    - sr3 3.3.1 passes the copy's directory through sundew_dirPattern, which
-      drops every '$' of a directory name (and variableExpansion substitutes
-      ${...} in it): such a directory lands under another name.
-    """
-    category, rel, _detail = diff
-    if category == "symlink_mtime":
-        return "symlink mtime"
-    if b"$" in os.path.dirname(rel):
-        return "dollar in a directory name"
-    if category == "extra":
-        # The copy's name for a source directory with a '$': the first part of the path the
-        # source lacks sits beside a source directory with a '$' in its name.
-        base = os.path.join(os.fsencode(PRIMARY), top)
-        parts = rel.split(b"/")
-        for depth in range(1, len(parts) + 1):
-            if not os.path.lexists(os.path.join(base, *parts[:depth])):
-                parent = os.path.join(base, *parts[:depth - 1]) if depth > 1 else base
-                if any(b"$" in name and os.path.isdir(os.path.join(parent, name)) for name in os.listdir(parent)):
-                    return "dollar in a directory name"
-                break
-    return None
-
-
 def by_class(corpus, top, diffs):
     out = {}
     for diff in diffs:
-        out.setdefault(class_of(corpus, top, diff[1]), []).append(diff[2])
+        out.setdefault(hostile_names.class_of(corpus, top + b"/" + diff[1]), []).append(diff[2])
     return out
 
 
-def names_differ(made, diffs, top):
-    """Differences other than the copier's known bugs."""
-    return [diff for diff in diffs if copier_bug(made, top, diff) is None]
-
-
-def settle(made, top, timeout, under=None):
-    """Wait until the subtree top (or top/under) matches but for the copier's known bugs; all differences."""
-    deadline = time.time() + timeout
-    where = top if under is None else top + b"/" + under
-
-    def compare():
-        diffs = hostile_names.compare_trees(PRIMARY, SECONDARY, under=where, detail=True)
-        if under is not None:  # paths relative to top, as everywhere else
-            diffs = [(c, (under + b"/" + rel) if rel else under, line) for c, rel, line in diffs]
-        return diffs
-
-    while True:
-        diffs = compare()
-        if not names_differ(made, diffs, top) or time.time() > deadline:
-            if diffs:
-                time.sleep(HOLD + 2)  # what is still in flight (a large file) has time to land
-                diffs = compare()
-            return diffs
-        time.sleep(2)
-
-
-def audit_report_under(top):
-    """(path, category) of the last audit's differences under top; the others are printed (other tests' trees)."""
-    with open(REPORT, "rb") as fh:
-        reported = [(d["path"], d["category"]) for d in map(json.loads, fh)]
-    prefix = os.fsdecode(top) + "/"
-    others = [entry for entry in reported if not (entry[0] + "/").startswith(prefix)]
-    if others:
-        print("audit differences outside the corpus (not this test's): %r" % others[:20])
-    return sorted(entry for entry in reported if (entry[0] + "/").startswith(prefix))
-
-
-def bug_paths(made, diffs, top):
-    """The audit's paths (str) of the differences a known copier bug explains."""
-    return {os.fsdecode(top + b"/" + diff[1]) for diff in diffs if copier_bug(made, top, diff)}
+def settle(top, timeout, under=None):
+    """Wait until the subtree top (or top/under) matches; the differences left, paths relative to top."""
+    if under is None:
+        return hostile_names.wait_for_copy(PRIMARY, SECONDARY, top, timeout, quiet=HOLD + 2)
+    diffs = hostile_names.wait_for_copy(PRIMARY, SECONDARY, top + b"/" + under, timeout, quiet=HOLD + 2)
+    return [(c, (under + b"/" + rel) if rel else under, line) for c, rel, line in diffs]
 
 
 @pytest.fixture(scope="module")
@@ -153,10 +84,10 @@ def corpus(host):
     made = hostile_names.Corpus.load(manifest)
     top = b"hostile_%d" % seed
     start = time.time()
-    diffs = settle(made, top, TIMEOUT)
+    diffs = settle(top, TIMEOUT)
     print("corpus of %d entries: %d differences after %.1f s" % (len(made.entries), len(diffs), time.time() - start))
     for diff in diffs:
-        print("  %s%s" % (diff[2], " (copier: %s)" % copier_bug(made, top, diff) if copier_bug(made, top, diff) else ""))
+        print("  " + diff[2])
     yield made, diffs, top
     as_user(host, "rm -rf %s/%s" % (PRIMARY, top.decode()))
     shutil.rmtree(work, ignore_errors=True)
@@ -176,73 +107,60 @@ def test_corpus_covers_every_class(corpus):
 
 def test_every_hostile_name_reaches_the_copy(corpus):
     made, diffs, top = corpus
-    left = by_class(made, top, [diff for diff in names_differ(made, diffs, top)
-                                if not is_big(class_of(made, top, diff[1]))])
+    left = by_class(made, top, [diff for diff in diffs
+                                if not is_big(hostile_names.class_of(made, top + b"/" + diff[1]))])
     assert left == {}, json.dumps(left, indent=1, ensure_ascii=True)
 
 
 def test_large_files_with_hostile_names_reach_the_copy(corpus):
     made, diffs, top = corpus
-    big = by_class(made, top, [diff for diff in names_differ(made, diffs, top)
-                               if is_big(class_of(made, top, diff[1]))])
+    big = by_class(made, top, [diff for diff in diffs if is_big(hostile_names.class_of(made, top + b"/" + diff[1]))])
     assert big == {}, json.dumps(big, indent=1, ensure_ascii=True)
 
 
-@pytest.mark.xfail(strict=False, reason="copier (not the posting side): sr3 3.3.1 creates a symlink without "
-                                        "setting its own mtime (os.utime(..., follow_symlinks=False)); the copy's "
-                                        "link has the time the copier made it")
 def test_symlinks_keep_their_mtime(corpus):
-    made, diffs, top = corpus
-    assert [diff[2] for diff in diffs if copier_bug(made, top, diff) == "symlink mtime"] == []
+    """sr3 3.3.1 made links without their own mtime; the copier makes them with it (hpc_mirror_files)."""
+    _made, diffs, _top = corpus
+    assert [diff[2] for diff in diffs if diff[0] == "symlink_mtime"] == []
 
 
-@pytest.mark.xfail(strict=False, reason="copier (not the posting side): sr3 3.3.1 computes the copy's directory "
-                                        "with sundew_dirPattern, which drops every '$' of a directory name, and "
-                                        "variableExpansion, which substitutes ${...} in it")
 def test_directories_with_a_dollar_keep_their_name(corpus):
-    made, diffs, top = corpus
-    assert [diff[2] for diff in diffs if copier_bug(made, top, diff) == "dollar in a directory name"] == []
+    """sr3 3.3.1 dropped every '$' of a directory name and expanded ${...} in it (hpc_mirror_dollar)."""
+    _made, diffs, _top = corpus
+    assert [diff[2] for diff in diffs if b"$" in diff[1]] == []
 
 
 def test_audit_finds_no_difference(corpus):
-    made, diffs, top = corpus
-    if names_differ(made, diffs, top):
+    _made, diffs, top = corpus
+    if diffs:
         pytest.skip("the copy differs already (see test_every_hostile_name_reaches_the_copy)")
     result = playbook("audit")
-    # Only the copier's known difference (symlink mtimes, if the audit compares them) may show.
-    known = bug_paths(made, diffs, top)
-    assert [entry for entry in audit_report_under(top) if entry[0] not in known] == []
-    if result.returncode == 0:
-        assert "The mirror matches: 0 differences" in result.stdout
+    assert hostile_names.reported_under(REPORT, top) == [], result.stdout[-3000:]
 
 
 def test_audit_names_and_repair_carries_hostile_names(host, corpus):
     made, diffs, top = corpus
-    if names_differ(made, diffs, top):
+    if diffs:
         pytest.skip("the copy differs already (see test_every_hostile_name_reaches_the_copy)")
     # Remove the copies of one file of each name class that is not ASCII or holds a control byte.
     wanted = ["latin1_not_utf8", "random_bytes", "newline", "trailing_newline", "tab", "cjk", "emoji",
-              "nfc_nfd", "name_max", "leading_dash", "backslash", "near_path_max", "deep_tree"]
+              "nfc_nfd", "name_max", "leading_dash", "backslash", "dollar", "near_path_max", "deep_tree"]
     victims = []
     for cls in wanted:
-        # one that reached the copy (not below a directory the copier renames, see copier_bug)
         rels = sorted(rel for rel, c in made.entries.items()
                       if c == cls and os.path.lexists(os.path.join(os.fsencode(SECONDARY), rel)))
-        if rels:
-            victims.append(rels[0])
+        victims += rels[:1]
     assert len(victims) >= len(wanted) - 2
     for rel in victims:
         os.unlink(os.path.join(os.fsencode(SECONDARY), rel))
     playbook("audit")
-    known = bug_paths(made, diffs, top)
-    reported = [entry for entry in audit_report_under(top) if entry[0] not in known]
-    assert reported == sorted((os.fsdecode(rel), "missing") for rel in victims)
+    assert hostile_names.reported_under(REPORT, top) == sorted((os.fsdecode(rel), "missing") for rel in victims)
 
     result = playbook("audit", "-e", "audit_repair=true", "-e", "audit_repair_interval=3",
                       "-e", "audit_repair_timeout=120")
     assert "repair: " in result.stdout, result.stdout[-4000:]
-    assert [entry for entry in audit_report_under(top) if entry[0] not in known] == [], result.stdout[-4000:]
-    assert names_differ(made, hostile_names.compare_trees(PRIMARY, SECONDARY, under=top, detail=True), top) == []
+    assert hostile_names.reported_under(REPORT, top) == [], result.stdout[-4000:]
+    assert hostile_names.compare_trees(PRIMARY, SECONDARY, under=top) == []
 
 
 USER_SCRIPT = """
@@ -265,8 +183,8 @@ else:
 @pytest.fixture(scope="module")
 def moved(host, corpus):
     """A directory of symlinks, a hard link and an empty directory, renamed to a hostile name once mirrored."""
-    made, diffs, top = corpus
-    if names_differ(made, diffs, top):
+    _made, diffs, top = corpus
+    if diffs:
         pytest.skip("the copy differs already (see test_every_hostile_name_reaches_the_copy)")
     base = os.path.join(os.fsencode(PRIMARY), top, "links é\n dir".encode())
     target = os.path.join(os.fsencode(PRIMARY), top, b"moved \xe9\n\xff -dir")
@@ -275,10 +193,10 @@ def moved(host, corpus):
         fh.write(USER_SCRIPT)
     os.chmod(script, 0o644)
     as_user(host, "python3 %s %s %s make" % (script, base.hex(), target.hex()))
-    made_diffs = names_differ(made, settle(made, top, 60, under=os.path.basename(base)), top)
+    made_diffs = settle(top, 60, under=os.path.basename(base))
     assert [diff[2] for diff in made_diffs] == []
     as_user(host, "python3 %s %s %s move" % (script, base.hex(), target.hex()))
-    left = names_differ(made, settle(made, top, 60, under=os.path.basename(target)), top)
+    left = settle(top, 60, under=os.path.basename(target))
     deadline = time.time() + 30
     while os.path.lexists(os.path.join(os.fsencode(SECONDARY), top, os.path.basename(base))):
         if time.time() > deadline:
@@ -302,3 +220,16 @@ def test_a_moved_hostile_directory_arrives_whole(moved):
                                         "directory never reaches the copy (measured with sr3 watch, transport file)")
 def test_an_empty_directory_in_a_moved_directory_arrives(moved):
     assert [diff[2] for diff in moved if is_empty_dir_missing(diff)] == []
+
+
+def test_a_removed_hostile_tree_leaves_nothing_in_the_copy(host, corpus):
+    """rm -r of the whole corpus: one removal per entry, parents' and children's through different winnows."""
+    _made, _diffs, top = corpus
+    as_user(host, "rm -rf %s/%s" % (PRIMARY, top.decode()))
+    started = time.time()
+    copy = os.path.join(os.fsencode(SECONDARY), top)
+    while os.path.lexists(copy) and time.time() - started < 120:
+        time.sleep(1)
+    print("the copy of the removed tree was gone after %.1f s" % (time.time() - started))
+    left = [os.path.join(d, n) for d, dirs, names in os.walk(copy) for n in dirs + names]
+    assert not os.path.lexists(copy), left[:20]

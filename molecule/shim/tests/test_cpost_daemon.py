@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+import sr3c_corpus
+
 INVENTORY = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
 testinfra_hosts = ["broker-local"]
 
@@ -251,6 +253,12 @@ def test_the_tree_top_is_not_copied_into_itself(host, cpost_deployment):
     print(rejected.strip().splitlines()[-1:] if rejected else "no rejection logged")
     assert rejected, "no copier logged the top directory's event (%s)" % logs
     assert not host.file(SECONDARY + PRIMARY).exists
+
+
+def test_hostile_names_under_cpost(host, cpost_deployment):
+    """The hostile-name corpus written by plain commands, seen by sr3_cpost (sr3c_corpus.py)."""
+    must(cpost_deployment)
+    sr3c_corpus.check(host, "", "cpost")
 
 
 def test_redeploy_changes_nothing_and_keeps_the_daemon(host, cpost_deployment):
