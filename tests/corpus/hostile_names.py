@@ -372,6 +372,23 @@ def compare_trees(source, copy, mtime=True, mtime_tolerance=0.0, dir_mtime=False
     return diffs
 
 
+def staged_script(owner):
+    """A directory of its own holding a copy of this script, for owner (a user name) to run it.
+
+    Returns (directory, script, manifest path). A directory per run: a manifest
+    another user left in /tmp must not decide this one. The caller removes it.
+    """
+    import shutil  # pylint: disable=import-outside-toplevel
+    import tempfile  # pylint: disable=import-outside-toplevel
+    work = tempfile.mkdtemp(prefix="hpc_mirror_hostile_names.")
+    os.chmod(work, 0o755)
+    shutil.chown(work, user=owner)
+    script = os.path.join(work, "hostile_names.py")
+    shutil.copy(os.path.abspath(__file__), script)
+    os.chmod(script, 0o644)
+    return work, script, os.path.join(work, "corpus.json")
+
+
 def wait_for_copy(source, copy, under, timeout, quiet=5.0, interval=2.0, stable=None, **compare):
     """Detailed differences of the subtree under, once it matches or timeout passed.
 

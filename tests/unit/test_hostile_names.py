@@ -242,3 +242,21 @@ def test_class_of_and_reported_under(tmp_path):
                       '{"path": "hostile_1", "category": "mode"}\n')
     assert hostile_names.reported_under(str(report), b"hostile_1") == [("hostile_1", "mode"),
                                                                         ("hostile_1/x", "missing")]
+
+
+def test_staged_script_is_a_runnable_copy_in_a_directory_of_its_own():
+    import pwd
+    owner = pwd.getpwuid(os.getuid()).pw_name
+    work, script, manifest = hostile_names.staged_script(owner)
+    try:
+        assert os.path.dirname(script) == work == os.path.dirname(manifest)
+        assert stat.S_IMODE(os.stat(work).st_mode) == 0o755 and os.stat(work).st_uid == os.getuid()
+        assert stat.S_IMODE(os.stat(script).st_mode) == 0o644
+        with open(script, "rb") as copy, open(hostile_names.__file__, "rb") as original:
+            assert copy.read() == original.read()
+        assert not os.path.exists(manifest)
+        other = hostile_names.staged_script(owner)[0]
+        shutil.rmtree(other)
+        assert other != work
+    finally:
+        shutil.rmtree(work)

@@ -12,12 +12,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
 
-from testbed import ROOT, node
+from testbed import ROOT, USER, node
 
 testinfra_hosts = ["hpc2n1"]
 
@@ -44,12 +43,7 @@ def corpus():
     seed = hostile_names.seed_from()
     print("hostile names seed %d (%s=%d to replay)" % (seed, hostile_names.SEED_ENV, seed))
     # /tmp is the controller's on every test host: the script and manifest travel through it.
-    work = tempfile.mkdtemp(prefix="hpc_mirror_hostile_names.")
-    os.chmod(work, 0o777)
-    script = os.path.join(work, "hostile_names.py")
-    shutil.copy(os.path.join(PROJECT, "tests", "corpus", "hostile_names.py"), script)
-    os.chmod(script, 0o644)
-    manifest = os.path.join(work, "corpus.json")
+    work, script, manifest = hostile_names.staged_script(USER)
     result = node("hpc1n1").run("python3 %s write /fs/primary --seed %s --manifest %s", script, str(seed), manifest)
     assert result.rc == 0, result.stderr
     made = hostile_names.Corpus.load(manifest)

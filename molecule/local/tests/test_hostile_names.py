@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -68,16 +67,8 @@ def corpus(host):
     """The corpus written by the ops user into the primary, and the differences once the copy settled."""
     seed = hostile_names.seed_from()
     print("hostile names seed %d (%s=%d to replay)" % (seed, hostile_names.SEED_ENV, seed))
-    # A directory of this run only: files an earlier run or another user left in /tmp
-    # (the ops user could not overwrite them) must not decide this one.
-    work = tempfile.mkdtemp(prefix="hpc_mirror_hostile_names.")
-    os.chmod(work, 0o755)
-    shutil.chown(work, user=USER)
-    script = os.path.join(work, "hostile_names.py")
-    shutil.copy(os.path.join(CORPUS_DIR, "hostile_names.py"), script)
-    os.chmod(script, 0o644)
+    work, script, manifest = hostile_names.staged_script(USER)
     # Written by the ops user, as jobs would: the mirror runs as that user.
-    manifest = os.path.join(work, "corpus.json")
     result = host.run("runuser -u %s -- python3 %s write %s --seed %s --manifest %s",
                       USER, script, PRIMARY, str(seed), manifest)
     assert result.rc == 0, result.stderr

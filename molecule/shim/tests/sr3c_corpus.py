@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
 PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.getcwd())
 INVENTORY = os.path.dirname(os.environ.get("MOLECULE_INVENTORY_FILE", "/nonexistent/x"))
@@ -53,12 +52,7 @@ def write(host, posting):
     """Write the corpus as the ops user (posting: a command prefix, e.g. the shim wrapper); (corpus, top)."""
     seed = hostile_names.seed_from()
     print("hostile names seed %d (%s=%d to replay)" % (seed, hostile_names.SEED_ENV, seed))
-    work = tempfile.mkdtemp(prefix="hpc_mirror_hostile_names.")
-    os.chmod(work, 0o777)
-    script = os.path.join(work, "hostile_names.py")
-    shutil.copy(os.path.join(PROJECT, "tests", "corpus", "hostile_names.py"), script)
-    os.chmod(script, 0o644)
-    manifest = os.path.join(work, "corpus.json")
+    work, script, manifest = hostile_names.staged_script(USER)
     result = host.run("runuser -u %s -- bash -c %s", USER,
                       "cd && timeout 300 %s python3 %s write %s --seed %d --manifest %s"
                       % (posting, script, PRIMARY, seed, manifest))
