@@ -240,8 +240,8 @@ def test_class_of_and_reported_under(tmp_path):
     report.write_text('{"path": "hostile_1/x", "category": "missing"}\n'
                       '{"path": "hostile_10/y", "category": "extra"}\n'
                       '{"path": "hostile_1", "category": "mode"}\n')
-    assert hostile_names.reported_under(str(report), b"hostile_1") == [("hostile_1", "mode"),
-                                                                        ("hostile_1/x", "missing")]
+    expected = [("hostile_1", "mode"), ("hostile_1/x", "missing")]
+    assert hostile_names.reported_under(str(report), b"hostile_1") == expected
 
 
 def test_staged_script_is_a_runnable_copy_in_a_directory_of_its_own():

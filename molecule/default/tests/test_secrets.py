@@ -39,7 +39,7 @@ def current_password():
 
 
 def new_password():
-    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(24))
+    return "".join(secrets.choice(string.ascii_letters + string.digits) for _unused in range(24))
 
 
 class ArgvSampler:

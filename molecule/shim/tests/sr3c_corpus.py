@@ -38,13 +38,12 @@ def sr3c_known_loss(rel):
     """Why sr3c loses this difference's path (rel: below PRIMARY), or None when it should not."""
     if sr3c_cannot_post(rel):
         return "name sr3c cannot post"
-    try:
-        if os.lstat(os.path.join(os.fsencode(PRIMARY), rel)).st_nlink > 1 and not os.path.isdir(
-                os.path.join(os.fsencode(PRIMARY), rel)):
-            # below 3.24.12 a hard link is posted as a rename of its source (test_shim.py)
-            return "hard link posted as a rename"
-    except OSError:
-        pass
+    source = os.path.join(os.fsencode(PRIMARY), rel)
+    if os.path.islink(source) and sr3c_cannot_post(os.readlink(source)):
+        return "link target sr3c cannot post"
+    if os.path.isfile(source) and not os.path.islink(source) and os.lstat(source).st_nlink > 1:
+        # below 3.24.12 a hard link is posted as a rename of its source (test_shim.py)
+        return "hard link posted as a rename"
     return None
 
 

@@ -44,6 +44,7 @@ usage (copy config)::
     flowcb_prepend hpc_mirror_copier.Copier
 """
 
+import calendar
 import collections
 import json
 import logging
@@ -197,7 +198,8 @@ class SftpProbe:
             return local_source_exists(message)
         server, path = source
         try:
-            self.sftp(server).lstat(path)
+            # bytes: paramiko encodes a str as UTF-8, which a name that is not UTF-8 is not
+            self.sftp(server).lstat(os.fsencode(path))
             return True
         except FileNotFoundError:
             return False
@@ -289,6 +291,17 @@ def split_busy_directory_removals(rejected):
     return still_rejected, retry
 
 
+def posted_ns(text):
+    """A message's time ('20261207T191124.123456717', UTC) in ns, read without a float; None if not one."""
+    if not isinstance(text, str):
+        return None
+    whole, _dot, fraction = text.replace("T", "").partition(".")
+    if len(whole) != 14 or not whole.isdigit() or not (fraction.isdigit() or fraction == ""):
+        return None
+    seconds = calendar.timegm(time.strptime(whole, "%Y%m%d%H%M%S"))
+    return seconds * 10**9 + int((fraction + "0" * 9)[:9])
+
+
 def times_ns(st, message):
     """(atime, mtime) in ns for the copy: the source's, to the precision it has.
 
@@ -298,11 +311,9 @@ def times_ns(st, message):
     if hasattr(st, "st_mtime_ns"):
         return st.st_atime_ns, st.st_mtime_ns
     mtime = int(st.st_mtime) * 10**9
-    if message.get("mtime"):
-        from sarracenia import timestr2flt
-        posted = int(round(timestr2flt(message["mtime"]) * 10**9))
-        if posted // 10**9 == int(st.st_mtime):
-            mtime = posted
+    posted = posted_ns(message.get("mtime"))
+    if posted is not None and posted // 10**9 == int(st.st_mtime):
+        mtime = posted
     atime = int(st.st_atime or st.st_mtime) * 10**9
     return atime, mtime
 

@@ -515,3 +515,15 @@ def test_a_directory_removal_first_removes_the_empty_directories_left_below(runn
     assert worklist.incoming == removals, "both removals go on to sr3"
     assert os.listdir(os.path.join(running.destination, "tree")) == ["busy"]
     assert os.path.isfile(os.path.join(running.destination, "tree", "busy", "f")), "a file was removed"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("20261207T191124.123456717", 1796670684123456717),
+    ("20261207T191124", 1796670684000000000),
+    ("20261207191124.5", 1796670684500000000),
+    ("20261207T191124.1234567891", 1796670684123456789),
+    ("yesterday", None), (None, None), ("20261207T1911", None),
+])
+def test_a_posted_time_is_read_to_the_nanosecond(text, expected):
+    """sftp gives whole seconds: the copy's mtime comes from the message, read without a float."""
+    assert copier.posted_ns(text) == expected
