@@ -255,8 +255,12 @@ def test_the_copier_key_gets_no_shell(hosts):
     for args in ("hpc1any echo SHELL-$((6*7))", "-tt hpc1any"):
         # '; echo': testinfra takes an exit status of 255 (what ssh returns here) for its own connection failing
         run = hpc2n1.run("echo 'echo SHELL-$((6*7))' | timeout 30 ssh -o BatchMode=yes %s; echo exit $?" % args)
-        assert "SHELL-42" not in run.stdout + run.stderr, (args, run.stdout, run.stderr)
-        assert "This service allows sftp connections only." in run.stdout + run.stderr, (args, run.stdout, run.stderr)
+        output = run.stdout + run.stderr
+        assert "SHELL-42" not in output, (args, output)
+        assert "exit 0" not in run.stdout, (args, output)
+        # a command gets internal-sftp's refusal; a terminal is refused (restrict has no-pty)
+        assert "This service allows sftp connections only." in output or \
+            "PTY allocation request failed" in output, (args, output)
 
 
 PARAMIKO = r'''
