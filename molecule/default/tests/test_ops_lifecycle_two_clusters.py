@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from testbed import group_vars, node, wait_until_equal
+from testbed import KEYS_BEGIN, KEYS_END, authorized_lines, copier_keys, group_vars, node, wait_until_equal
 
 PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.getcwd())
 INVENTORY = os.path.dirname(os.environ.get("MOLECULE_INVENTORY_FILE", "/nonexistent/x"))
@@ -203,8 +203,15 @@ def test_stop_keeps_the_events_and_start_copies_them(hosts):
 
 
 def test_remove_leaves_nothing_of_the_flow(hosts):
+    lines = authorized_lines(hosts["hpc1n1"])
+    outside_the_copier_keys = lines[:lines.index(KEYS_BEGIN)] + lines[lines.index(KEYS_END) + 1:]
+    keys = copier_keys(hosts["hpc2n1"])
     rc, output = playbook("remove", "-e", "remove_confirm=" + DIRECTION)
     assert rc == 0, output[-4000:]
+    # exactly the copiers' keys are gone from the source node's authorized_keys
+    after = authorized_lines(hosts["hpc1n1"])
+    assert after == outside_the_copier_keys, (outside_the_copier_keys, after)
+    assert not [line for line in after if any(key in line for key in keys)]
     for name in CLUSTER_HOSTS:
         host = hosts[name]
         configs = host.check_output("find ~/.config/sr3 -name '*%s*'", FLOW)

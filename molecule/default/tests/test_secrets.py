@@ -1,8 +1,8 @@
 """Secrets on the two-cluster bed (issue 14): no broker password on any process
 argument list while the playbooks run; a wrong password in the inventory fails
 the deploy before anything changes; rotation is an explicit playbook that keeps
-the flow mirroring; the copiers' keys are restricted to sftp, and remove.yml
-takes exactly their lines away.
+the flow mirroring; the copiers' keys are restricted to sftp (remove.yml takes
+exactly their lines away: test_ops_lifecycle_two_clusters.py, which removes the flow).
 
 The test bed's hosts share one pid namespace with the controller, so reading
 /proc here sees every process of every host."""
@@ -18,19 +18,17 @@ import time
 
 import pytest
 
-from testbed import ROOT, group_vars, node, wait_until_equal
+from testbed import HOME, KEYS_BEGIN as MARKER, KEYS_END as MARKER_END, ROOT, authorized_lines, copier_keys, \
+    group_vars, node, wait_until_equal
 
 PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.getcwd())
 INVENTORY = os.path.dirname(os.environ.get("MOLECULE_INVENTORY_FILE", "/nonexistent/x"))
 VARS = group_vars()
 USER = VARS["hpc_mirror_broker_user"]
-HOME = "/home/" + USER  # testinfra quotes file paths: '~' would not be expanded
 PASSWORD_FILE = os.path.join(ROOT, "controller", "broker_password")
 FLOW = "mirror_primary_to_secondary"
 COPY = "sarra/%s_copy" % FLOW
 WINNOW = "winnow/%s_00" % FLOW
-MARKER = "# BEGIN sr3.hpc_mirror: copier keys, sftp from hpc1any"
-MARKER_END = "# END sr3.hpc_mirror: copier keys, sftp from hpc1any"
 COPIER_ADDRESSES = ["10.199.77.21", "10.199.77.22"]
 
 
@@ -230,14 +228,6 @@ def test_rotation_refuses_when_the_inventory_password_is_wrong(hosts):
     assert logs_in(hosts["broker"], password)
 
 
-def authorized_lines(host):
-    return host.file(HOME + "/.ssh/authorized_keys").content_string.splitlines()
-
-
-def copier_keys(hosts):
-    return {hosts[n].file(HOME + "/.ssh/id_hpc_mirror.pub").content_string.split()[1] for n in ("hpc2n1",)}
-
-
 def test_copier_keys_are_restricted_to_sftp_from_the_copiers(hosts):
     lines = authorized_lines(hosts["hpc1n1"])
     assert MARKER in lines and MARKER_END in lines
@@ -245,7 +235,7 @@ def test_copier_keys_are_restricted_to_sftp_from_the_copiers(hosts):
     options = 'restrict,command="internal-sftp",from="%s"' % ",".join(COPIER_ADDRESSES)
     assert block and all(line.startswith(options + " ssh-ed25519 ") for line in block), block
     # no line of a copier key anywhere without the restrictions
-    for key in copier_keys(hosts):
+    for key in copier_keys(hosts["hpc2n1"]):
         with_key = [line for line in lines if key in line]
         assert with_key and all(line.startswith(options) for line in with_key), with_key
 
@@ -299,19 +289,3 @@ def test_the_copier_key_is_refused_from_another_address(hosts):
         assert "exit 0" not in run.stdout and "Permission denied" in run.stderr, (run.stdout, run.stderr)
     finally:
         hpc1n2.run("rm -f %s", path)
-
-
-def test_remove_takes_exactly_the_copier_keys_away_and_deploy_puts_them_back(hosts):
-    hpc1n1 = hosts["hpc1n1"]
-    lines = authorized_lines(hosts["hpc1n1"])
-    outside = lines[:lines.index(MARKER)] + lines[lines.index(MARKER_END) + 1:]
-    rc, output = playbook("remove.yml", "-e", "remove_confirm=primary_to_secondary")
-    assert rc == 0, output[-4000:]
-    after = authorized_lines(hpc1n1)
-    assert after == outside, (outside, after)
-    for key in copier_keys(hosts):
-        assert not [line for line in after if key in line]
-    # the flow back for the tests after this one
-    rc, output = playbook("deploy.yml")
-    assert rc == 0, output[-4000:]
-    assert MARKER in authorized_lines(hpc1n1)

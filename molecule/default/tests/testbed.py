@@ -13,6 +13,10 @@ ROOT = "/var/tmp/hpc_mirror_testbed"
 ADDRESSES = {"broker": "10.199.77.10", "hpc1n1": "10.199.77.11", "hpc1n2": "10.199.77.12",
              "hpc2n1": "10.199.77.21", "hpc2n2": "10.199.77.22"}
 USER = "opsM"
+HOME = "/home/" + USER  # testinfra quotes file paths: '~' would not be expanded
+# The block of the copiers' keys that sftp_access writes in the source nodes' authorized_keys.
+KEYS_BEGIN = "# BEGIN sr3.hpc_mirror: copier keys, sftp from hpc1any"
+KEYS_END = "# END sr3.hpc_mirror: copier keys, sftp from hpc1any"
 
 
 def group_vars():
@@ -60,3 +64,12 @@ def wait_until_equal(source_host, source_root, destination_host, destination_roo
         if source == destination or time.time() > deadline:
             return source, destination
         time.sleep(2)
+
+
+def authorized_lines(host):
+    return host.file(HOME + "/.ssh/authorized_keys").content_string.splitlines()
+
+
+def copier_keys(hpc2n1):
+    """The public key (base64 part) the copiers of hpc2 use."""
+    return {hpc2n1.file(HOME + "/.ssh/id_hpc_mirror.pub").content_string.split()[1]}
