@@ -396,10 +396,40 @@ def apply_actions(runner, infos):
         known = [i['name'] for i in todo if i['exists']]
         if known:
             runner.sr3_action(verb, known)
+        if action == ACTION_STOPPED:
+            for info in todo:
+                info['strays'] = stray_daemons(info)
+                terminate_pids(info['strays'])
         # sr3 refuses to act on configs without a file: stop those instances ourselves
         for info in todo:
             if not info['exists']:
                 terminate_pids(live(info).values())
+
+
+def stray_daemons(info, proc_root='/proc'):
+    """This user's sr3c daemons of the config (sr3_cpost start <config>) that no pid file names.
+
+    A daemon whose pid file was overwritten (two starts in a row) keeps posting after
+    sr3 stop; stopped means none is left. Only sr3c programs are looked for: python
+    instances of another component may carry the same config name.
+    """
+    if info['component'] not in ('cpost', 'cpump'):
+        return []
+    known = set(live(info).values())
+    found = []
+    for name in os.listdir(proc_root):
+        if not name.isdigit() or int(name) == os.getpid() or int(name) in known:
+            continue
+        try:
+            if os.stat(os.path.join(proc_root, name)).st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        argv = read_cmdline(int(name), proc_root)
+        if argv and os.path.basename(argv[0]) == 'sr3_' + info['component'] \
+                and cmdline_mentions(argv, info['component'], info['config']):
+            found.append(int(name))
+    return found
 
 
 def outlived(info):
@@ -409,7 +439,7 @@ def outlived(info):
     to exit: "stopped" must mean that no process of the config is left."""
     if info['run_action'] not in (ACTION_STOPPED, ACTION_RESTARTED):
         return []
-    return [pid for pid in info['pids_before'].values()
+    return [pid for pid in list(info['pids_before'].values()) + info.get('strays', [])
             if cmdline_mentions(read_cmdline(pid), info['component'], info['config'])]
 
 

@@ -38,6 +38,10 @@ def sr3c_known_loss(rel):
     """Why sr3c loses this difference's path (rel: below PRIMARY), or None when it should not."""
     if sr3c_cannot_post(rel):
         return "name sr3c cannot post"
+    if b"%20" in rel or b"%23" in rel:
+        # sr3c writes ' ' and '#' as %20 and %23 but leaves '%' alone: such a name is ambiguous, and
+        # a hard link's rename (below) landed under the decoded name; the repair removes it
+        return "literal %20 or %23 in a name"
     source = os.path.join(os.fsencode(PRIMARY), rel)
     if os.path.islink(source) and sr3c_cannot_post(os.readlink(source)):
         return "link target sr3c cannot post"

@@ -73,3 +73,30 @@ def test_a_config_left_alone_does_not_wait_for_its_processes(daemon):
     _proc, _pid_file, info = daemon
     info['run_action'] = ACTION_NONE
     assert sr3_config.outlived(info) == []
+
+
+def test_a_stop_also_ends_a_daemon_no_pid_file_names(tmp_path):
+    """Two starts in a row: the first sr3_cpost's pid file was overwritten, and it kept posting."""
+    # argv[0] named as sr3 launches the daemon ('exec -a'), then 'start x'
+    sleeper = 'exec -a "$0" %s -c "import time; time.sleep(60)" "$@"' % sys.executable
+    stray = subprocess.Popen(["bash", "-c", sleeper, str(tmp_path / "sr3_cpost"), "start", "x"])
+    other = subprocess.Popen(["bash", "-c", sleeper, "instance.py", "start", "x"])
+    pid_dir = tmp_path / "cpost" / "x"
+    pid_dir.mkdir(parents=True)
+    info = {'pid_dirs': [str(pid_dir)], 'component': 'cpost', 'config': 'x', 'expected': 1,
+            'cache_dir': str(tmp_path), 'hostdir': None, 'pids_before': {}, 'run_action': ACTION_STOPPED}
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline and stray.pid not in sr3_config.stray_daemons(info):
+            time.sleep(0.05)
+        assert sr3_config.stray_daemons(info) == [stray.pid], "only the sr3c daemon of this config"
+        info['strays'] = [stray.pid]
+        assert sr3_config.outlived(info) == [stray.pid]
+        stray.terminate()
+        stray.wait()
+        assert sr3_config.outlived(info) == []
+        assert sr3_config.stray_daemons(dict(info, component='watch')) == []
+    finally:
+        for proc in (stray, other):
+            proc.kill()
+            proc.wait()
